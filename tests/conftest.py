@@ -1,0 +1,50 @@
+"""Shared test fixtures: where ../shared lives, and skips that say why."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("MEGA_RT_SHARED", ROOT.parent / "shared"))
+ASSETS = Path(os.environ.get("MEGA_RT_ASSETS", SHARED / "assets"))
+REFERENCE = Path(os.environ.get("MEGA_RT_REFERENCE", SHARED / "reference"))
+
+# Tests read the shared assets in place (never copied into the repo).
+os.environ.setdefault("MEGA_RT_ASSETS", str(ASSETS))
+# Tests never write into the user's real cache.
+os.environ.setdefault("MEGA_RT_CACHE", str(ROOT / ".pytest_cache" / "mega-rt-cache"))
+
+
+@pytest.fixture(scope="session")
+def assets_dir() -> Path:
+    if not (ASSETS / "meshconv" / "_pool0.npy").is_file():
+        pytest.skip(f"shared assets not found at {ASSETS} (set MEGA_RT_ASSETS)")
+    return ASSETS
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE / "fixtures" / "manifest.json").is_file():
+        pytest.skip(f"reference fixtures not found at {REFERENCE} (set MEGA_RT_REFERENCE)")
+    return REFERENCE
+
+
+def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
+    have_cuda = False
+    try:
+        import torch
+
+        have_cuda = torch.cuda.is_available()
+    except ImportError:
+        pass
+    have_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not have_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch"))
+        if "tensorrt" in item.keywords and not have_trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT (pip install 'mega-rt[tensorrt]' on a GPU machine)"))

@@ -1,0 +1,175 @@
+"""Frozen dataclass configs, loaded strictly from flat YAML.
+
+One YAML file holds one dataclass. Unknown keys, missing YAML structure and wrong types are errors
+that name the file and the key: a typo in a config must never silently fall back to a default.
+Every checkpoint and engine manifest embeds `config_to_dict(cfg)` so an artefact says what it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or dict that does not match its dataclass."""
+
+
+@dataclass(frozen=True)
+class MegaConfig:
+    """The MEGA network (CVQMAE in the official code) and its inference defaults."""
+
+    name: str = "mega_hrnet"
+    backbone: str = "hrnet"  # hrnet | resnet | vit
+    # backbone shape parameters (only the chosen backbone's are used)
+    hrnet_width: int = 48
+    resnet_blocks: tuple[int, ...] = (3, 4, 6, 3)
+    vit_embed_dim: int = 1280
+    vit_depth: int = 32
+    vit_heads: int = 16
+    vit_patch: int = 16
+    input_height: int = 224
+    input_width: int = 224
+    # token transformer
+    seq_length: int = 54
+    num_embeddings: int = 512
+    emb_dim: int = 1024
+    encoder_layers: int = 12
+    encoder_heads: int = 4
+    decoder_layers: int = 4
+    decoder_heads: int = 4
+    dim_tokens: int = 512
+    cond_length: int = 49
+    cond_dim: int = 720
+    cond_dropout: float = 0.0
+    # timm 1.0.15 (the version the official weights were trained with) defaults to 1e-5
+    layer_norm_eps: float = 1e-5
+    # stochastic mode defaults (paper: HRNet T=5 A=1, ResNet T=2 A=10)
+    steps: int = 5
+    temperature: float = 1.0
+    # crop camera: focal length in pixels for a crop of `input_width` (official demo: 1000 at 224)
+    crop_focal_length: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.backbone not in ("hrnet", "resnet", "vit"):
+            raise ConfigError(f"backbone must be hrnet, resnet or vit, got {self.backbone!r}")
+        if self.emb_dim % self.encoder_heads or self.emb_dim % self.decoder_heads:
+            raise ConfigError("emb_dim must be divisible by the number of heads")
+
+
+@dataclass(frozen=True)
+class MeshVQVAEConfig:
+    """The Mesh-VQ-VAE tokenizer (official `config_medium`: 6890 vertices -> 54 tokens of 9 dims)."""
+
+    name: str = "mesh_vqvae_54"
+    connection_layers: tuple[str, ...] = (
+        "pool0", "pool1", "pool2", "pool3", "pool4", "pool5", "pool6",
+        "unpool6", "unpool5", "unpool4", "unpool3", "unpool2", "unpool1", "unpool0",
+    )
+    channels: tuple[int, ...] = (32, 32, 64, 64, 128, 128, 9, 128, 128, 64, 64, 32, 32, 3)
+    weight_num: tuple[int, ...] = (9, 0, 9, 0, 9, 0, 9, 9, 0, 9, 0, 9, 0, 9)
+    residual_rate: tuple[float, ...] = (0, 1, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0)
+    num_embeddings: int = 512
+    embedding_dim: int = 9
+    commitment_cost: float = 0.25
+    decay: float = 0.99
+
+    def __post_init__(self) -> None:
+        n = len(self.connection_layers)
+        for field in ("channels", "weight_num", "residual_rate"):
+            if len(getattr(self, field)) != n:
+                raise ConfigError(f"{field} must have one entry per connection layer ({n})")
+
+
+def _check_type(value, hint, where: str):
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        args = typing.get_args(hint)
+        inner = args[0]
+        return tuple(_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_type(value, args[0], where)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {hint}")
+
+
+def config_from_dict(cls, data: dict, source: str = "<dict>"):
+    """Build `cls` from a flat dict; unknown keys and wrong types are errors naming `source`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a flat mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__} "
+            f"(valid: {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _check_type(v, hints[k], f"{source}: {k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_config(path: str | Path, cls):
+    """Load one flat YAML file into the frozen dataclass `cls`."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    return config_from_dict(cls, data, str(path))
+
+
+def builtin_config(name: str, cls):
+    """A config shipped in `configs/` by name (e.g. 'mega_hrnet')."""
+    return load_config(CONFIG_DIR / f"{name}.yaml", cls)
+
+
+def config_to_dict(cfg) -> dict:
+    """Plain JSON/YAML-serialisable dict (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_hash(cfg) -> str:
+    """Stable short hash of a config, used to key engines and caches."""
+    blob = json.dumps({"type": type(cfg).__name__, **config_to_dict(cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
