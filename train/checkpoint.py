@@ -1,0 +1,165 @@
+"""Strict checkpoint loading (official and our own formats) and atomic saving.
+
+Official files (Zenodo record 14974141) are `{"model": state_dict, "loss": float}`, sometimes with every
+key prefixed `module.` (DistributedDataParallel). Ours add `"config"` and `"config_type"`, so an artefact
+says what it is. Loading is strict: a missing, unexpected or misshaped key is an error naming it (the
+official loader's `strict=False` hides such mistakes).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from train.config import MegaConfig, MeshVQVAEConfig, builtin_config, config_from_dict, config_to_dict
+
+FORMAT = "mega-rt/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used as asked; the message names the file and the fix."""
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file safely (weights_only) -> {"model": state_dict, ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated zip, foreign types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        ckpt = dict(obj)
+    elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        ckpt = {"model": obj}
+    else:
+        raise CheckpointError(f"{path}: expected {{'model': state_dict, ...}} or a bare state dict")
+    ckpt["model"] = strip_prefix(ckpt["model"])
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:
+    """Remove a DistributedDataParallel prefix when every key carries it."""
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix) :]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def check_keys(expected: dict[str, torch.Size], given: dict, source: str, what: str) -> None:
+    """Raise CheckpointError listing missing / unexpected / misshaped keys (first few of each)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    misshaped = [
+        f"{k} {tuple(given[k].shape)} != {tuple(expected[k])}"
+        for k in expected
+        if k in given and tuple(given[k].shape) != tuple(expected[k])
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+    if problems:
+        raise CheckpointError(f"{source}: does not match {what} — " + "; ".join(problems))
+
+
+def load_strict(module: torch.nn.Module, state_dict: dict, source: str, what: str | None = None) -> None:
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    check_keys(expected, state_dict, source, what or type(module).__name__)
+    module.load_state_dict(state_dict, strict=True)
+
+
+def infer_mega_config(state_dict: dict) -> MegaConfig:
+    """Pick the shipped config matching an official MEGA state dict's backbone."""
+    if "backbone.pos_embed" in state_dict:
+        name = "mega_vit"
+    elif "backbone.0.weight" in state_dict:
+        name = "mega_resnet"
+    elif "backbone.conv1.weight" in state_dict:
+        name = "mega_hrnet"
+    else:
+        raise CheckpointError("cannot tell the backbone from the checkpoint keys; pass --config")
+    return builtin_config(name, MegaConfig)
+
+
+def load_mega(path, cfg: MegaConfig | None = None, with_encoder: bool = True):
+    """Build MEGA and load an official or own checkpoint strictly.
+
+    With `with_encoder=False` (deterministic mode) the encoder weights must still be present and
+    well-shaped, but only its fully-masked output is kept (folded into `empty_slot`).
+    """
+    from train.model.mega import Mega, TokenEncoder, fold_empty_encoder
+
+    ckpt = read_checkpoint(path)
+    sd = ckpt["model"]
+    if cfg is None:
+        if ckpt.get("config_type") == "MegaConfig":
+            cfg = config_from_dict(MegaConfig, ckpt["config"], f"{path} (embedded config)")
+        else:
+            cfg = infer_mega_config(sd)
+    model = Mega(cfg, with_encoder=with_encoder)
+    if with_encoder:
+        load_strict(model, sd, str(path), f"MEGA config {cfg.name}")
+    else:
+        with torch.device("meta"):
+            encoder_shapes = {f"encoder.{k}": v.shape for k, v in TokenEncoder(cfg).state_dict().items()}
+        expected = {k: v.shape for k, v in model.state_dict().items()} | encoder_shapes
+        check_keys(expected, sd, str(path), f"MEGA config {cfg.name}")
+        model.load_state_dict({k: v for k, v in sd.items() if not k.startswith("encoder.")}, strict=True)
+        with torch.no_grad():
+            model.empty_slot.copy_(fold_empty_encoder(sd, cfg))
+    return model.eval(), cfg
+
+
+def load_pretrain_model(path, cfg: MegaConfig | None = None):
+    """The pre-training model (official VQMAE/mega_pretrained) loaded strictly."""
+    from train.model.mega import PretrainModel
+
+    ckpt = read_checkpoint(path)
+    if cfg is None:
+        cfg = (
+            config_from_dict(MegaConfig, ckpt["config"], f"{path} (embedded config)")
+            if ckpt.get("config_type") == "MegaConfig"
+            else builtin_config("mega_hrnet", MegaConfig)
+        )
+    model = PretrainModel(cfg)
+    load_strict(model, ckpt["model"], str(path), "the pre-training model (VQMAE)")
+    return model.eval(), cfg
+
+
+def load_mesh_vqvae(path, cfg: MeshVQVAEConfig | None = None, assets_dir=None):
+    """The Mesh-VQ-VAE tokenizer loaded strictly from an official or own checkpoint."""
+    from train.model.mesh_vqvae import MeshVQVAE
+
+    ckpt = read_checkpoint(path)
+    if cfg is None:
+        cfg = (
+            config_from_dict(MeshVQVAEConfig, ckpt["config"], f"{path} (embedded config)")
+            if ckpt.get("config_type") == "MeshVQVAEConfig"
+            else builtin_config("mesh_vqvae", MeshVQVAEConfig)
+        )
+    model = MeshVQVAE.from_assets(cfg, assets_dir)
+    model.load_official(ckpt["model"], source=str(path))
+    return model.eval(), cfg
+
+
+def save_checkpoint(path, model: torch.nn.Module, cfg, **extra) -> Path:
+    """Write {"model", "config", "config_type", "format", **extra} atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": model.state_dict(),
+        "config": config_to_dict(cfg),
+        "config_type": type(cfg).__name__,
+        "format": FORMAT,
+        **extra,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
