@@ -94,5 +94,54 @@ def fetch(dest, base_url):
     click.echo(f"{len(paths)} assets verified in {paths[0].parents[1] if paths else dest}")
 
 
+def _parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        _fail(f"--batch {text!r}: expected comma-separated integers, e.g. 1,8")
+    if not batches or min(batches) < 1:
+        _fail(f"--batch {text!r}: batch sizes must be >= 1")
+    return batches
+
+
+@main.command("bench")
+@click.option("--config", "config_name", default="mega_hrnet", show_default=True, help="Shipped config: mega_hrnet, mega_resnet or mega_vit.")
+@click.option("--batch", "batch_text", default="1,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--samples", default=8, show_default=True, help="Q hypotheses per crop (stochastic).")
+@click.option("--steps", default=5, show_default=True, help="T decoding steps (stochastic).")
+@click.option("--repeats", default=5, show_default=True, help="Timed repeats per figure (median reported).")
+@click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--no-stochastic", is_flag=True, help="Skip the stochastic figure.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
+def bench(config_name, batch_text, samples, steps, repeats, threads, device, no_stochastic, json_path):
+    """Benchmark the PyTorch model (random weights): deterministic crops/s, mesh decode ms, stochastic ms/crop."""
+    import json
+    import platform
+
+    import torch
+
+    from engines.bench import bench_model, results_json
+    from train.assets import AssetError
+    from train.config import ConfigError
+
+    batches = _parse_batches(batch_text)
+    if threads:
+        torch.set_num_threads(threads)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        _fail("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    click.echo(f"torch {torch.__version__}  device {device}  threads {torch.get_num_threads()}  config {config_name}")
+    try:
+        results = bench_model(config_name, batches, samples, steps, repeats, device=device, stochastic=not no_stochastic, progress=click.echo)
+    except (AssetError, ConfigError) as e:
+        _fail(str(e))
+    if json_path:
+        meta = dict(config=config_name, device=device, threads=torch.get_num_threads(), torch=torch.__version__, cpu=platform.processor())
+        from pathlib import Path
+
+        Path(json_path).write_text(json.dumps(results_json(results, **meta), indent=1))
+        click.echo(f"wrote {json_path}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -174,14 +174,12 @@ def download(
             )
         os.replace(tmp, dest)
         return dest
+    except AssetError:
+        raise
     except (urllib.error.URLError, OSError, TimeoutError) as e:
-        if isinstance(e, AssetError):
-            raise
         reason = getattr(e, "reason", None) or e
         raise AssetError(f"{url}: download failed ({reason}); check the connection and run the fetch again") from None
     except Exception as e:  # http.client.IncompleteRead and friends
-        if isinstance(e, AssetError):
-            raise
         raise AssetError(f"{url}: download failed ({type(e).__name__}: {e}); run the fetch again") from None
     finally:
         if tmp.exists():

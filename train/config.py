@@ -102,6 +102,12 @@ def _check_type(value, hint, where: str):
             return None
         return _check_type(value, args[0], where)
     if hint is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads `1e-5` without a dot as a string; accept what is clearly a number
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
