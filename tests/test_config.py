@@ -221,3 +221,15 @@ def test_round_trip_dict_json_yaml(path, tmp_path):
     assert config_from_dict(cls, json.loads(json.dumps(d))) == cfg
     assert load_config(_write(tmp_path, d, "rt.yaml"), cls) == cfg
     assert config_hash(config_from_dict(cls, d)) == config_hash(cfg)
+
+
+def test_yaml_exponent_without_dot_is_a_number(tmp_path):
+    # PyYAML reads `1e-5` as a string (YAML 1.1); a float field accepts it, a non-number stays an error
+    from train.config import ConfigError, MegaConfig, load_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text("layer_norm_eps: 1e-5\n")
+    assert load_config(p, MegaConfig).layer_norm_eps == 1e-5
+    p.write_text("layer_norm_eps: small\n")
+    with pytest.raises(ConfigError, match="layer_norm_eps"):
+        load_config(p, MegaConfig)
