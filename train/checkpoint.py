@@ -143,8 +143,13 @@ def load_mesh_vqvae(path, cfg: MeshVQVAEConfig | None = None, assets_dir=None):
             if ckpt.get("config_type") == "MeshVQVAEConfig"
             else builtin_config("mesh_vqvae", MeshVQVAEConfig)
         )
+    from train.model.mesh_vqvae import StateDictError
+
     model = MeshVQVAE.from_assets(cfg, assets_dir)
-    model.load_official(ckpt["model"], source=str(path))
+    try:
+        model.load_official(ckpt["model"])
+    except StateDictError as e:
+        raise CheckpointError(f"{path}: does not match Mesh-VQ-VAE config {cfg.name} — {e}") from None
     return model.eval(), cfg
 
 
