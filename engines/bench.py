@@ -60,6 +60,8 @@ def bench_model(
     warmup: int = 1,
     device: str = "cpu",
     stochastic: bool = True,
+    optimize: bool = True,
+    precision: str = "fp32",
     assets_dir=None,
     progress=print,
 ) -> list[BenchResult]:
@@ -74,20 +76,37 @@ def bench_model(
     cfg = builtin_config(config_name, MegaConfig)
     results: list[BenchResult] = []
     torch.manual_seed(0)
+    import contextlib
+
+    from train.model.inference import prepare_for_inference
+
+    # bf16 autocast: a speed option (oneDNN avx512_bf16 / tensor cores), not exact to fp32
+    autocast = (
+        (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    )
     with torch.inference_mode():
         det = Mega(cfg, with_encoder=False).eval().to(dev)
+        if optimize:
+            det = prepare_for_inference(det)
         vq = MeshVQVAE.from_assets(builtin_config("mesh_vqvae", MeshVQVAEConfig), assets_dir).eval().to(dev)
         for b in batches:
             images = torch.randn(b, 3, cfg.input_height, cfg.input_width, device=dev)
             tokens = torch.randint(0, cfg.num_embeddings, (b, cfg.seq_length), device=dev)
-            r = _result("deterministic (MEGA)", b, _time(lambda: det(images), repeats, warmup, dev), b)
+            if optimize:
+                images = images.contiguous(memory_format=torch.channels_last)
+
+            def run_det():
+                with autocast():
+                    return det(images)
+
+            r = _result("deterministic (MEGA)", b, _time(run_det, repeats, warmup, dev), b, precision=precision)
             progress(r.line())
             results.append(r)
             r = _result("mesh-vqvae decode", b, _time(lambda: vq.decode(tokens), repeats, warmup, dev), b)
             progress(r.line())
             results.append(r)
             r = _result(
-                "deterministic + decode", b, _time(lambda: vq.decode(det(images).tokens), repeats, warmup, dev), b
+                "deterministic + decode", b, _time(lambda: vq.decode(run_det().tokens), repeats, warmup, dev), b
             )
             progress(r.line())
             results.append(r)
@@ -95,10 +114,14 @@ def bench_model(
         if stochastic:
             full = Mega(cfg, with_encoder=True).eval().to(dev)
             image = torch.randn(1, 3, cfg.input_height, cfg.input_width, device=dev)
+            if optimize:
+                full = prepare_for_inference(full)
+                image = image.contiguous(memory_format=torch.channels_last)
             gen = torch.Generator(device=dev).manual_seed(0)
 
             def run():
-                out, _ = full.generate(image, samples=samples, steps=steps, generator=gen)
+                with autocast():
+                    out, _ = full.generate(image, samples=samples, steps=steps, generator=gen)
                 return vq.decode(out.tokens)
 
             r = _result(
