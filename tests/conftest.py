@@ -32,6 +32,16 @@ def reference_dir() -> Path:
     return REFERENCE
 
 
+def pytest_configure(config):
+    # Mesa's llvmpipe (the EGL rendering tests) and triton each bring their own LLVM. Importing triton
+    # after an EGL context exists segfaults, and torch imports it lazily (torch._dynamo, on the first
+    # optimizer or compile), so a training test after a rendering test would crash. Load it first.
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # torch without dynamo/triton: nothing to order
+        pass
+
+
 def pytest_collection_modifyitems(config, items):
     import importlib.util
 

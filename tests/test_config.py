@@ -28,6 +28,10 @@ YAMLS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def _cls_for(path: Path):
+    from train.config import TrainConfig
+
+    if path.stem.startswith("train_"):  # training runs (train/loop.py)
+        return TrainConfig
     return MeshVQVAEConfig if path.stem == "mesh_vqvae" else MegaConfig
 
 
@@ -44,7 +48,7 @@ def test_config_dir_is_the_repo_configs_folder():
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
 def test_every_shipped_yaml_loads_into_its_dataclass(path):
-    assert path.stem.startswith("mega_") or path.stem == "mesh_vqvae", f"no dataclass known for {path.name}"
+    assert path.stem.startswith(("mega_", "train_")) or path.stem == "mesh_vqvae", f"no dataclass known for {path.name}"
     cfg = load_config(path, _cls_for(path))
     assert isinstance(cfg, _cls_for(path))
     # Every key is spelled out in the file: the file, not a default, says what the model is.

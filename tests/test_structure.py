@@ -181,7 +181,15 @@ def test_no_shared_asset_is_committed():
     assert not committed, f"shared assets belong in ../shared or the cache, not the repository: {committed}"
 
 
+# The one exception: the small demo weights the package ships (train/demo.py), kept small.
+DEMO_WEIGHTS = "train/demo_weights/"
+DEMO_WEIGHTS_MAX_BYTES = 16 << 20
+
+
 def test_no_built_engines_or_weights_committed():
     suffixes = {".plan", ".engine", ".onnx", ".pt", ".pth", ".ckpt", ".safetensors", ".npy", ".npz", ".avi", ".mp4"}
-    bad = [str(p.relative_to(ROOT)) for p in _git_files() if p.suffix.lower() in suffixes]
+    files = [p for p in _git_files() if p.suffix.lower() in suffixes]
+    bad = [str(p.relative_to(ROOT)) for p in files if not str(p.relative_to(ROOT)).startswith(DEMO_WEIGHTS)]
     assert not bad, f"artefacts belong in the cache folder, not the source tree: {bad}"
+    demo = sum(p.stat().st_size for p in files if p.is_file() and str(p.relative_to(ROOT)).startswith(DEMO_WEIGHTS))
+    assert demo <= DEMO_WEIGHTS_MAX_BYTES, f"{DEMO_WEIGHTS} holds {demo / 2**20:.1f} MiB; the shipped demo must stay small"

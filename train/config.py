@@ -179,3 +179,89 @@ def config_hash(cfg) -> str:
     """Stable short hash of a config, used to key engines and caches."""
     blob = json.dumps({"type": type(cfg).__name__, **config_to_dict(cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---- training ----------------------------------------------------------------------------------
+TRAIN_STAGES = ("tokenizer", "pretrain", "hmr")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of one stage (`mega-rt train STAGE --config FILE`); see train/stages.py.
+
+    Models are named, not inlined: `model_config` / `tokenizer_config` are a shipped config name
+    (configs/<name>.yaml) or a YAML path, so the network a run trains is the one its file says.
+    Sizes are *global*: `batch_size` samples per optimiser step, whatever the number of processes and
+    `grad_accum` (each process runs batch_size / (world * grad_accum) per micro-step).
+    """
+
+    stage: str = "hmr"  # tokenizer | pretrain | hmr
+    out_dir: str = "runs/hmr"
+    seed: int = 0
+    # models
+    model_config: str = "mega_hrnet"  # MegaConfig of the pretrain / hmr network
+    tokenizer_config: str = "mesh_vqvae"  # MeshVQVAEConfig
+    tokenizer_weights: str = ""  # trained tokenizer (pretrain, hmr: meshes -> target tokens)
+    init_weights: str = ""  # hmr: the pre-trained token model (PretrainModel checkpoint) to start from
+    # optimisation (paper: AdamW (0.9, 0.99), weight decay 0.05, base lr 1e-3, cosine with warm-up)
+    steps: int = 10000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    betas: tuple[float, ...] = (0.9, 0.99)
+    weight_decay: float = 0.05
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.0  # the cosine ends at lr * min_lr_ratio
+    clip_grad_norm: float = 1.0  # 0 disables clipping
+    backbone_lr_scale: float = 1.0  # hmr: the backbone's lr relative to the transformer's
+    vit_trainable_blocks: int = 0  # hmr with a ViT: fine-tune only the last N blocks (+ last norm); 0 = all
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads per process (0: torch's default)
+    workers: int = 0  # DataLoader worker processes per training process
+    # checkpoints and logs
+    checkpoint_every: int = 500
+    log_every: int = 10
+    # losses
+    vertex_loss_weight: float = 1.0  # tokenizer: L1 on vertices (metres)
+    token_loss_weight: float = 1.0
+    rotation_loss_weight: float = 1.0
+    camera_loss_weight: float = 1.0
+    dead_code_every: int = 100  # tokenizer: restart unused codes every N steps, from step 0 (0: never)
+    # a code whose EMA usage (assignments per step) falls under this is dead; a restarted code starts at
+    # 1.0, so it has ~70 steps at decay 0.99 to be chosen before it is moved again
+    dead_code_threshold: float = 0.5
+    # data: mesh sources (tokenizer, pretrain)
+    synthetic_meshes: int = 0  # posed synthetic bodies (train/body.py), generated once from the seed
+    amass_dir: str = ""  # folder of AMASS / BEDLAM SMPL animation npz files
+    amass_stride: int = 1  # keep every N-th frame
+    smpl_model: str = ""  # SMPL model file or folder (.pkl / .npz, the smplx layout)
+    # data: image sources (hmr)
+    crop_dirs: tuple[str, ...] = ()  # synthetic crop datasets written by `mega-rt synth --dataset`
+    hmr_npz: tuple[str, ...] = ()  # CLIFF/BEDLAM-style annotation files (imgname, center, scale, pose, shape, ...)
+    image_dirs: tuple[str, ...] = ()  # image root of each hmr_npz file (same order)
+    mix_ratios: tuple[float, ...] = ()  # share of each source (crop_dirs first, then hmr_npz); () = by size
+    # augmentation (hmr; SPIN / official MEGA defaults)
+    aug_scale: float = 0.25  # box scale factor in [1 - s, 1 + s]
+    aug_rotation_deg: float = 30.0  # in-plane rotation: N(0, r) clipped to +-2r ...
+    aug_rotation_prob: float = 0.4  # ... applied with this probability
+    aug_flip_prob: float = 0.5
+    aug_color: float = 0.4  # per-channel gain in [1 - c, 1 + c]
+
+    def __post_init__(self) -> None:
+        if self.stage not in TRAIN_STAGES:
+            raise ConfigError(f"stage must be one of {', '.join(TRAIN_STAGES)}, got {self.stage!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas must be two numbers, got {list(self.betas)}")
+        if self.hmr_npz and len(self.image_dirs) != len(self.hmr_npz):
+            raise ConfigError(f"image_dirs needs one folder per hmr_npz file ({len(self.hmr_npz)}), got {len(self.image_dirs)}")
+        sources = len(self.crop_dirs) + len(self.hmr_npz) if self.stage == "hmr" else 0
+        if self.mix_ratios and self.stage == "hmr" and len(self.mix_ratios) != sources:
+            raise ConfigError(f"mix_ratios needs one share per source ({sources}: crop_dirs then hmr_npz), got {len(self.mix_ratios)}")

@@ -1,0 +1,89 @@
+"""The PyTorch backend: an export adapter run eagerly, optionally compiled, optionally replayed as CUDA graphs.
+
+It is the reference every other backend is compared with (`mega-rt verify`), and the fallback when
+neither onnxruntime nor TensorRT is installed. CUDA-graph replay needs fixed shapes: one graph is
+captured per input-shape signature (in practice per batch size) on first use, and later calls copy
+their inputs into that graph's static buffers and replay it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Mapping
+
+import torch
+
+from engines.backends.base import BackendError, TensorSpec, check_feeds
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        inputs: dict[str, TensorSpec],
+        outputs: dict[str, TensorSpec],
+        graph: str = "",
+        device: str | torch.device | None = None,
+        compile: bool = False,
+        cuda_graphs: bool = False,
+    ):
+        self.graph = graph
+        self.inputs = inputs
+        self.outputs = outputs
+        self._device = torch.device(device) if device is not None else _module_device(module)
+        if _module_device(module) != self._device:
+            # graph adapters share the caller's models: move a copy, never the caller's modules
+            module = copy.deepcopy(module)
+        self.module = module.eval().to(self._device)
+        if cuda_graphs and self._device.type != "cuda":
+            raise BackendError(f"torch {graph}: CUDA graphs need a CUDA device, got {self._device}")
+        self.cuda_graphs = cuda_graphs
+        # dynamic=False: shapes are per batch size anyway, and CUDA graphs freeze them
+        self._fn = torch.compile(self.module, dynamic=False) if compile else self.module
+        self._captured: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], tuple[torch.Tensor, ...]]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def run(self, feeds: Mapping[str, Any], stream: Any = None) -> dict[str, torch.Tensor]:
+        check_feeds(self, feeds)
+        ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            args = [feeds[n].to(self._device, non_blocking=True) for n in self.inputs]
+            out = self._replay(args) if self.cuda_graphs else self._fn(*args)
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        return dict(zip(self.outputs, out))
+
+    def _replay(self, args: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        key = tuple((tuple(a.shape), a.dtype) for a in args)
+        if key not in self._captured:
+            static_in = [a.clone() for a in args]
+            # warm up on a side stream (allocator pools, cuBLAS handles, torch.compile) before capture
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._fn(*static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._fn(*static_in)
+            if isinstance(static_out, torch.Tensor):
+                static_out = (static_out,)
+            self._captured[key] = (graph, static_in, tuple(static_out))
+        graph, static_in, static_out = self._captured[key]
+        for dst, src in zip(static_in, args):
+            dst.copy_(src)
+        graph.replay()
+        return static_out
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")

@@ -1,0 +1,133 @@
+"""`mega-rt bench --backend …`: per-stage ms and crops/s of the exported graphs on one backend.
+
+Deterministic: the `det` graph (backbone + decoder + argmax + mesh decode, one launch per batch).
+Stochastic: `encode` once per batch, `step` T times (Q samples per crop in the batch dimension), `mesh`
+once; per-stage medians and the total. Random weights of a shipped config: speed does not depend on
+the values. ONNX/TensorRT engines are taken from the engine cache, exported there on first use.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import torch
+
+from engines.bench import BenchResult, _result, _time
+
+
+def find_or_export(cfg, spec, seed: int = 0, root: Path | None = None, assets_dir=None, progress=print) -> Path:
+    """The cached engine folder for random weights of `cfg` (exported on first use)."""
+    from engines.export import build_models, export_engine, folder_for, random_weights, weights_hash, ModelSource
+    from engines.manifest import EngineMismatch, Manifest, check_files
+
+    runtime_key = ""
+    if spec.format != "onnx":
+        from engines.trt_build import runtime_info
+
+        runtime_key = runtime_info().key
+    folder = folder_for(cfg, weights_hash(random_weights(seed), cfg), spec, root, runtime_key)
+    try:
+        manifest = Manifest.read(folder)
+        check_files(manifest, folder)
+        progress(f"engine: {folder} (cached)")
+        return folder
+    except EngineMismatch:
+        pass
+    progress(f"engine: exporting into {folder}")
+    models = build_models(ModelSource(cfg, seed=seed), assets_dir)
+    return export_engine(models, spec, root, progress=progress, parity=False).folder
+
+
+def bench_backend(
+    backend: str,
+    cfg,
+    batches=(1, 8),
+    samples: int = 8,
+    steps: int = 5,
+    repeats: int = 5,
+    warmup: int = 1,
+    stochastic: bool = False,
+    precision: str = "fp32",
+    engine: Path | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    compile: bool = False,
+    cuda_graphs: bool = False,
+    assets_dir=None,
+    progress=print,
+) -> tuple[list[BenchResult], dict]:
+    """Figures for `backend` (torch | onnxruntime | tensorrt); returns (results, meta)."""
+    from engines.adapters import DET_GRAPHS, STOCHASTIC_GRAPHS
+    from engines.export import ExportSpec, ModelSource, build_models, torch_backends
+    from engines.load import load_graph_backends
+    from engines.manifest import Manifest
+    from engines.runner import MegaRunner
+
+    lo, hi = min(batches), max(batches)
+    meta: dict = {"backend": backend, "precision": precision, "config": cfg.name}
+    runners = {}
+    for mode in ("det", "stochastic") if stochastic else ("det",):
+        if backend == "torch":
+            models = runners.get("models") or build_models(ModelSource(cfg, seed=0), assets_dir)
+            runners["models"] = models
+            names = STOCHASTIC_GRAPHS if mode == "stochastic" else DET_GRAPHS
+            graphs = torch_backends(models, names, precision, samples, device, compile, cuda_graphs)
+            runners[mode] = MegaRunner(graphs, cfg.seq_length, cfg.num_embeddings, samples, steps, cfg.temperature)
+            continue
+        spec = ExportSpec(
+            format="tensorrt" if backend == "tensorrt" else "onnx",
+            precision=precision,
+            batch=(lo, hi, hi),
+            stochastic=mode == "stochastic",
+            samples=samples,
+            steps=steps,
+        )
+        folder = Path(engine) if engine is not None else find_or_export(cfg, spec, assets_dir=assets_dir, progress=progress)
+        manifest = Manifest.read(folder)
+        if (manifest.mode == "stochastic") != (mode == "stochastic"):
+            raise ValueError(f"{folder} is a {manifest.mode} engine; give one --engine per mode, or no --engine")
+        backends = load_graph_backends(folder, manifest, backend, threads=threads, cuda_graphs=cuda_graphs)
+        runners[mode] = MegaRunner(backends, cfg.seq_length, cfg.num_embeddings, manifest.samples, manifest.steps or steps, cfg.temperature)
+        meta[f"{mode}_engine"] = str(folder)
+
+    results: list[BenchResult] = []
+    dev = next(iter(runners["det"].backends.values())).device
+    with torch.inference_mode():
+        for b in batches:
+            from engines.adapters import example_inputs
+
+            images = example_inputs("det", b, cfg, device=dev)["images"]
+            r = _result(f"{backend} det graph", b, _time(lambda: runners["det"].deterministic(images), repeats, warmup, dev), b)
+            progress(r.line())
+            results.append(r)
+            if not stochastic:
+                continue
+            runner = runners["stochastic"]
+            gen = torch.Generator(device=dev).manual_seed(0)
+            stages: dict[str, list[float]] = {"encode": [], "step": [], "mesh": []}
+
+            def run():
+                t = {}
+                runner.stochastic(images, generator=gen, timings=t)
+                for k, v in t.items():
+                    stages[k].append(v)
+
+            total = _time(run, repeats, warmup, dev)
+            for k in stages:
+                stages[k] = stages[k][warmup:]  # drop the warm-up calls
+            for name, times in (
+                ("encode (once per crop)", stages["encode"]),
+                (f"step x{runner.steps} (Q={runner.samples})", stages["step"]),
+                (f"mesh decode (Q={runner.samples})", stages["mesh"]),
+            ):
+                r = _result(f"{backend} stoch {name}", b, times, b)
+                progress(r.line())
+                results.append(r)
+            r = _result(
+                f"{backend} stochastic total", b, total, b, samples=runner.samples, steps=runner.steps,
+                step_ms=round(statistics.median(stages["step"]) / runner.steps, 2),
+            )
+            progress(r.line())
+            results.append(r)
+    return results, meta

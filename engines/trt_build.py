@@ -1,0 +1,209 @@
+"""ONNX -> TensorRT plan (TensorRT 10.x and 11.x), and torch-tensorrt -> plan.
+
+Precision lives in the ONNX graph (engines.adapters.cast_for_precision), and the network is strongly
+typed on both major versions: 11.x is always strongly typed and has no FP16/BF16 builder flags; on
+10.x we ask for STRONGLY_TYPED so that the same ONNX file gives the same precision on both. Each plan
+gets one optimization profile (min/opt/max of the batch), a workspace limit, and a timing cache shared
+by every build on the same TensorRT version and GPU (keyed in the file name), which turns rebuilds of
+a known graph from minutes into seconds.
+
+Plans only load on the exact TensorRT version and compute capability they were built with; the
+manifest written beside them records both and engines.load refuses a mismatch.
+
+Written against the documented TensorRT Python API (Builder, create_network, OnnxParser,
+create_optimization_profile / set_shape, set_memory_pool_limit, create_timing_cache /
+set_timing_cache, build_serialized_network). Not run in this repository's CI: it needs a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engines.backends.base import BackendError, require
+
+
+class BuildError(RuntimeError):
+    """TensorRT could not parse or build a graph; the message carries the parser/builder's first error."""
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What a plan is tied to: the TensorRT version and the GPU."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "8.9"
+
+    @property
+    def key(self) -> str:
+        return f"trt{self.tensorrt_version}-sm{self.compute_capability.replace('.', '')}"
+
+
+def runtime_info(device: int = 0) -> RuntimeInfo:
+    trt = require("tensorrt")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendError("TensorRT needs a CUDA GPU, and torch sees none")
+    major, minor = torch.cuda.get_device_capability(device)
+    return RuntimeInfo(trt.__version__, torch.cuda.get_device_name(device), f"{major}.{minor}")
+
+
+_LOGGER = None
+
+
+def logger(trt):
+    """One TensorRT logger for the process: builders and runtimes keep a reference to it."""
+    global _LOGGER
+    if _LOGGER is None:
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
+def _network_flags(trt) -> int:
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    # 10.x: opt in (precision then comes from the graph, like 11.x); 11.x: accepted and ignored
+    return 0 if flag is None else 1 << int(flag)
+
+
+def build_plan(
+    onnx_path: str | Path,
+    plan_path: str | Path,
+    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
+    workspace_bytes: int,
+    timing_cache_path: str | Path | None = None,
+    log=print,
+) -> dict:
+    """Parse `onnx_path`, build one optimization profile, serialise the plan to `plan_path`.
+
+    `profile`: input name -> (min, opt, max) shapes. Returns {"seconds", "bytes", "timing_cache"}.
+    """
+    trt = require("tensorrt")
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    builder = trt.Builder(logger(trt))
+    network = builder.create_network(_network_flags(trt))
+    parser = trt.OnnxParser(network, logger(trt))
+    # parse_from_file resolves external weight files next to the model
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise BuildError(f"{onnx_path.name}: TensorRT {trt.__version__} cannot parse it: {errors[0] if errors else 'unknown error'}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    opt_profile = builder.create_optimization_profile()
+    names = {network.get_input(i).name for i in range(network.num_inputs)}
+    if set(profile) != names:
+        raise BuildError(f"{onnx_path.name}: profile covers {sorted(profile)}, the network's inputs are {sorted(names)}")
+    for name, (lo, opt, hi) in profile.items():
+        opt_profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(opt_profile)
+
+    cache = None
+    if timing_cache_path is not None:
+        timing_cache_path = Path(timing_cache_path)
+        blob = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        # a cache from another TensorRT build or GPU must not be mixed in silently
+        config.set_timing_cache(cache, False)
+
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BuildError(f"{onnx_path.name}: TensorRT {trt.__version__} failed to build the engine (see the log above)")
+    seconds = time.perf_counter() - t0
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = plan_path.with_name(plan_path.name + ".tmp")
+    tmp.write_bytes(bytes(plan))
+    tmp.replace(plan_path)
+    if cache is not None:
+        tmp = timing_cache_path.with_name(timing_cache_path.name + ".tmp")
+        tmp.write_bytes(bytes(cache.serialize()))
+        tmp.replace(timing_cache_path)
+    log(f"  built {plan_path.name} in {seconds:.1f} s ({plan_path.stat().st_size / 1e6:.1f} MB)")
+    return {"seconds": round(seconds, 2), "bytes": plan_path.stat().st_size, "timing_cache": str(timing_cache_path) if cache else None}
+
+
+def build_plan_torch_tensorrt(
+    module,
+    feeds: dict,
+    plan_path: str | Path,
+    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
+    workspace_bytes: int,
+    timing_cache_path: str | Path | None = None,
+    log=print,
+) -> dict:
+    """torch.export the adapter and let torch-tensorrt (dynamo) write a plain TensorRT plan.
+
+    The module must already be in its target precision: since torch-tensorrt 2.13 the top-level
+    `enabled_precisions` is silently dropped, and on TensorRT 11 the network is strongly typed anyway.
+    The plan's tensor names are torch-tensorrt's; the caller maps them to ours by position.
+    """
+    import torch
+
+    torch_trt = require("torch_tensorrt")
+    plan_path = Path(plan_path)
+    lo, hi = min(p[0][0] for p in profile.values()), max(p[2][0] for p in profile.values())
+    # every input shares the one batch dim; a fixed batch exports static shapes
+    batch = torch.export.Dim("batch", min=lo, max=hi) if hi > lo else None
+    dynamic_shapes = {name: {0: batch} for name in feeds} if batch is not None else None
+    device = torch.device("cuda")
+    module = copy.deepcopy(module).to(device).eval()  # the caller's (CPU) models stay where they are
+    args = tuple(t.to(device) for t in feeds.values())
+    t0 = time.perf_counter()
+    try:
+        exported = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+    except Exception as e:
+        raise BuildError(f"{plan_path.name}: torch.export failed: {str(e).splitlines()[0][:300]}") from e
+    inputs = [
+        torch_trt.Input(min_shape=profile[n][0], opt_shape=profile[n][1], max_shape=profile[n][2], dtype=t.dtype)
+        for n, t in feeds.items()
+    ]
+    convert = torch_trt.dynamo.convert_exported_program_to_serialized_trt_engine
+    wanted = {
+        "arg_inputs": inputs,
+        "workspace_size": int(workspace_bytes),
+        "use_explicit_typing": True,  # keep the precision the module was cast to (strong typing)
+        "require_full_compilation": True,
+        "timing_cache_path": str(timing_cache_path) if timing_cache_path else None,
+    }
+    accepted = inspect.signature(convert).parameters
+    kwargs = {k: v for k, v in wanted.items() if k in accepted and v is not None}
+    try:
+        plan = convert(exported, **kwargs)
+    except Exception as e:
+        raise BuildError(f"{plan_path.name}: torch-tensorrt conversion failed: {str(e).splitlines()[0][:300]}") from e
+    if not plan:
+        raise BuildError(f"{plan_path.name}: torch-tensorrt returned no engine (an unsupported op? see the log above)")
+    seconds = time.perf_counter() - t0
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_bytes(bytes(plan))
+    log(f"  built {plan_path.name} with torch-tensorrt {torch_trt.__version__} in {seconds:.1f} s")
+    return {"seconds": round(seconds, 2), "bytes": plan_path.stat().st_size, "timing_cache": str(timing_cache_path) if timing_cache_path else None}
+
+
+def plan_io_names(plan_path: str | Path) -> tuple[list[str], list[str]]:
+    """(input names, output names) of a plan in engine order."""
+    trt = require("tensorrt")
+    _, engine = deserialize(Path(plan_path).read_bytes(), trt)
+    ins, outs = [], []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        (ins if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outs).append(name)
+    return ins, outs
+
+
+def deserialize(plan: bytes, trt=None):
+    """-> (runtime, engine); keep the runtime referenced as long as the engine lives."""
+    trt = trt or require("tensorrt")
+    runtime = trt.Runtime(logger(trt))
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise BackendError(
+            f"TensorRT {trt.__version__} could not deserialize the plan (built with another TensorRT version or GPU?); "
+            "rebuild it with `mega-rt export --format tensorrt ...`"
+        )
+    return runtime, engine

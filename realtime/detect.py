@@ -1,0 +1,167 @@
+"""Person detection and tracking: ultralytics YOLO + ByteTrack, the whole frame, or precomputed boxes.
+
+    detector = build_detector("yolo11n.pt")        # or a .yaml (random weights), a .onnx / .engine export
+    detections = detector(frame)                    # Detections(boxes_xyxy, scores, track_ids)
+
+Ultralytics runs every format it exports (a TensorRT `.engine` made by `model.export(format="engine")`
+included) behind the same `YOLO(path)`, so the detector's backend is picked by the weights file.
+Weights by name (`yolo11n.pt`) are downloaded by ultralytics on first use when online; offline, a
+missing file is a one-line DetectorError naming the alternatives.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realtime.types import Detections, Frame
+
+
+class DetectorError(RuntimeError):
+    """The detector cannot be built or the boxes file cannot be read; one line for the user."""
+
+
+def _empty(index: int) -> Detections:
+    return Detections(index, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+
+
+class FullFrameDetector:
+    """One 'person' covering the whole frame (track id 0): for clips framed on a single person."""
+
+    name = "full-frame"
+
+    def __call__(self, frame: Frame) -> Detections:
+        h, w = frame.image_bgr.shape[:2]
+        return Detections(frame.index, torch.tensor([[0.0, 0.0, w - 1.0, h - 1.0]]), torch.ones(1), torch.zeros(1, dtype=torch.int64))
+
+
+class BoxesDetector:
+    """Precomputed boxes from an npz file.
+
+    Two layouts: the ground truth `mega-rt synth` writes (`boxes_xyxy` (F,K,4), optional `visibility`
+    (F,K): person k is track k, boxes of people less than `min_visibility` visible are left out), or
+    flat rows (`frame` (M,), `boxes_xyxy` (M,4), optional `track_id` (M,), `score` (M,)), e.g. a
+    results file of `mega-rt video`.
+    """
+
+    name = "boxes"
+
+    def __init__(self, path, min_visibility: float = 0.15, min_size: float = 8.0):
+        path = Path(path)
+        try:
+            with np.load(path) as z:
+                data = {k: z[k] for k in z.files}
+        except FileNotFoundError:
+            raise DetectorError(f"{path}: no such boxes file") from None
+        except Exception as e:
+            raise DetectorError(f"{path}: not a boxes npz ({e.__class__.__name__}: {e})") from None
+        if "boxes_xyxy" not in data:
+            raise DetectorError(f"{path}: has no boxes_xyxy array")
+        boxes = data["boxes_xyxy"].astype(np.float32)
+        self.by_frame: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        if boxes.ndim == 3:
+            f, k = boxes.shape[:2]
+            vis = data.get("visibility", np.ones((f, k), np.float32))
+            for i in range(f):
+                size = np.minimum(boxes[i, :, 2] - boxes[i, :, 0], boxes[i, :, 3] - boxes[i, :, 1])
+                keep = (vis[i] >= min_visibility) & (size >= min_size)
+                self.by_frame[i] = (boxes[i][keep], np.ones(keep.sum(), np.float32), np.arange(k)[keep])
+        elif boxes.ndim == 2 and "frame" in data:
+            frames = data["frame"].astype(np.int64)
+            ids = data.get("track_id", np.full(len(frames), -1)).astype(np.int64)
+            scores = data.get("score", np.ones(len(frames), np.float32)).astype(np.float32)
+            for i in np.unique(frames):
+                sel = frames == i
+                self.by_frame[int(i)] = (boxes[sel], scores[sel], ids[sel])
+        else:
+            raise DetectorError(f"{path}: boxes_xyxy must be (frames, people, 4), or (rows, 4) with a frame array")
+
+    def __call__(self, frame: Frame) -> Detections:
+        if frame.index not in self.by_frame:
+            return _empty(frame.index)
+        b, s, t = self.by_frame[frame.index]
+        return Detections(frame.index, torch.from_numpy(b.copy()), torch.from_numpy(s.copy()), torch.from_numpy(t.copy()))
+
+
+class YoloDetector:
+    """ultralytics YOLO, person class only, tracked with ByteTrack (ids persist across calls)."""
+
+    name = "yolo"
+
+    def __init__(self, weights: str, conf: float = 0.3, imgsz: int = 640, device: str | None = None, track: bool = True, tracker: str = "bytetrack.yaml"):
+        try:
+            from ultralytics import YOLO
+        except ImportError as e:
+            raise DetectorError(f"ultralytics is not installed ({e}): pip install 'mega-rt[detect]'") from None
+        if track:
+            try:
+                import lap  # noqa: F401  (ByteTrack's assignment; ultralytics would try to pip-install it)
+            except ImportError:
+                raise DetectorError("ByteTrack needs the `lap` package: pip install 'mega-rt[detect]' (or use --no-track)") from None
+        path = Path(weights)
+        offline = os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true")
+        if path.suffix in (".pt", ".onnx", ".engine") and not path.exists() and (offline or path.parent != Path(".")):
+            raise DetectorError(
+                f"detector weights {weights}: not found{' (offline: YOLO_OFFLINE is set)' if offline else ''}; "
+                "pass a local weights file, or --detector full-frame, or --boxes FILE"
+            )
+        try:
+            self.model = YOLO(str(weights), task="detect")
+        except Exception as e:  # ultralytics raises many kinds (download, parse, format)
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise DetectorError(f"detector {weights}: cannot be loaded ({msg}); pass a local weights file, or --detector full-frame, or --boxes FILE") from None
+        self.conf, self.imgsz, self.device, self.track, self.tracker = conf, imgsz, device, track, tracker
+        # one warm-up call does ultralytics' lazy imports (torchvision, triton, the trackers) now: importing
+        # triton after an EGL context exists crashes (seen with Mesa), and the first frame should not pay it
+        if track:
+            import ultralytics.trackers  # noqa: F401
+        _keep_torch_threads()
+        self.model.predict(np.zeros((64, 64, 3), np.uint8), classes=[0], imgsz=64, verbose=False, **({"device": device} if device else {}))
+
+    def __call__(self, frame: Frame) -> Detections:
+        kw = dict(classes=[0], conf=self.conf, imgsz=self.imgsz, verbose=False)
+        if self.device:
+            kw["device"] = self.device
+        _keep_torch_threads()
+        if self.track:
+            result = self.model.track(frame.image_bgr, persist=True, tracker=self.tracker, **kw)[0]
+        else:
+            result = self.model.predict(frame.image_bgr, **kw)[0]
+        b = result.boxes
+        if b is None or len(b) == 0:
+            return _empty(frame.index)
+        ids = b.id.long().cpu() if b.id is not None else torch.full((len(b),), -1, dtype=torch.int64)
+        if self.track and b.id is None:
+            return _empty(frame.index)  # ByteTrack confirmed nobody in this frame
+        return Detections(frame.index, b.xyxy.float().cpu(), b.conf.float().cpu(), ids)
+
+
+def _keep_torch_threads():
+    """ultralytics' select_device sets torch's CPU threads to its NUM_THREADS (cores - 1) on every
+    predictor set-up; resetting them back and forth costs 4x on YOLO itself (OpenMP pool rebuilt), so
+    make its value ours."""
+    import ultralytics.utils.torch_utils as tu
+
+    tu.NUM_THREADS = torch.get_num_threads()
+
+
+def build_detector(spec: str | None, boxes_path=None, conf: float = 0.3, imgsz: int = 640, track: bool = True, device: str | None = None):
+    """`--boxes FILE` wins; then 'full-frame'; anything else names YOLO weights (.pt/.yaml/.onnx/.engine)."""
+    if boxes_path is not None:
+        return BoxesDetector(boxes_path)
+    if spec in (None, "", "full-frame"):
+        return FullFrameDetector()
+    return YoloDetector(spec, conf=conf, imgsz=imgsz, device=device, track=track)
+
+
+def keep_largest(det: Detections, max_people: int | None) -> Detections:
+    """At most `max_people` detections, the largest boxes first (the rest are far away or spurious)."""
+    if max_people is None or det.count <= max_people:
+        return det
+    b = det.boxes_xyxy
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    keep = torch.argsort(area, descending=True)[:max_people]
+    return Detections(det.frame_index, b[keep], det.scores[keep], det.track_ids[keep])

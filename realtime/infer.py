@@ -1,0 +1,150 @@
+"""The Regressor stage: all crops of a batch through MEGA on one backend (engines/), in chunks of the
+backend's batch range; deterministic (one `det` launch per chunk) or stochastic (Q samples x T steps,
+`engines.runner.MegaRunner.stochastic`, reduced here to the mean mesh and its per-vertex spread).
+
+`load_models` decides which weights run: explicit files, the shipped demo weights
+(`train/demo_weights/`), or - only when asked - random weights of a config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from realtime.types import Crops, MeshPred
+
+
+class WeightsMissing(RuntimeError):
+    """No weights to run; the message says how to get them."""
+
+
+NO_WEIGHTS = (
+    "no MEGA weights: the demo weights are not installed (train/demo_weights/, built by "
+    "scripts/train_demo_weights.sh); pass --weights MEGA.pt --mesh-weights TOKENIZER.pt "
+    "(official ones: `mega-rt fetch --weights official`), or --random-weights to test the plumbing"
+)
+
+
+def load_models(weights=None, mesh_weights=None, random_weights: bool = False, config=None, seed: int = 0, fast: bool = True):
+    """engines.export.Models from checkpoint files, the demo weights, or random weights of `config`.
+
+    Returns (models, description)."""
+    from engines.export import Models, ModelSource, build_models
+    from train.checkpoint import load_mega, load_mesh_vqvae
+    from train.model.mega import Mega, fold_empty_encoder
+
+    if random_weights:
+        models = build_models(ModelSource(config, None, None, seed))
+        what = f"random weights ({config.name}, seed {seed})"
+    else:
+        if weights is None:
+            from train.checkpoint import CheckpointError
+            from train.demo import demo_weights
+
+            try:
+                weights, demo_mesh = demo_weights()
+            except CheckpointError:
+                raise WeightsMissing(NO_WEIGHTS) from None
+            mesh_weights = mesh_weights or demo_mesh
+            what = "demo weights (synthetic training, train/demo_weights)"
+        else:
+            what = f"weights {Path(weights).name}"
+        if mesh_weights is None:
+            raise WeightsMissing("--weights needs --mesh-weights (the Mesh-VQ-VAE tokenizer, e.g. MESH_VQVAE/mesh_vqvae_54)")
+        full, cfg = load_mega(weights, with_encoder=True)
+        mesh_vqvae, mesh_cfg = load_mesh_vqvae(mesh_weights)
+        det = Mega(cfg, with_encoder=False, backbone=full.backbone)
+        det.decoder = full.decoder
+        with torch.no_grad():
+            det.empty_slot.copy_(fold_empty_encoder(full.state_dict(), cfg))
+        models = Models(ModelSource(cfg, Path(weights), Path(mesh_weights)), cfg, mesh_cfg, full, det.eval(), mesh_vqvae.eval())
+    if fast:
+        # BN folded + channels_last: the same outputs (checked), one memory pass less per conv
+        from train.model.inference import prepare_for_inference
+
+        try:
+            backbone = prepare_for_inference(models.full.backbone)
+            models.full.backbone = backbone
+            models.det.backbone = backbone
+        except Exception:
+            pass
+    return models, what
+
+
+@dataclass(frozen=True)
+class RegressorSpec:
+    input_hw: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_focal: float  # the crop focal the model assumes (1000 for MEGA)
+    max_batch: int  # crops per backend call
+
+
+class Regressor:
+    def __init__(self, runner, spec: RegressorSpec, samples: int = 1, seed: int = 0, device="cpu"):
+        self.runner = runner
+        self.spec = spec
+        self.samples = samples
+        self.stochastic = samples > 1
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def __call__(self, crops: Crops) -> MeshPred:
+        n = crops.crops.shape[0]
+        if n == 0:
+            z = torch.zeros
+            return MeshPred(z(0, 1, 54, dtype=torch.int32), z(0, 3, 3), z(0, 3), z(0, 6890, 3), z(0, 6890) if self.stochastic else None)
+        parts = [self._run(crops.crops[s : s + self.spec.max_batch]) for s in range(0, n, self.spec.max_batch)]
+        cat = lambda i: torch.cat([p[i] for p in parts]) if parts[0][i] is not None else None  # noqa: E731
+        return MeshPred(cat(0), cat(1), cat(2), cat(3), cat(4))
+
+    def _run(self, images: torch.Tensor):
+        if not self.stochastic:
+            out = self.runner.deterministic(images)
+            # backends may reuse output buffers: clone what we keep
+            return out["tokens"][:, None].clone(), out["rotmat"].clone(), out["cam"].clone(), out["verts"].clone(), None
+        res = self.runner.stochastic(images, generator=self.generator)
+        b, q = images.shape[0], self.samples
+        verts = res.verts.view(b, q, *res.verts.shape[1:])
+        mean = verts.mean(1)
+        std = (verts - mean[:, None]).square().sum(-1).mean(1).sqrt()
+        return res.tokens.view(b, q, -1), res.rotmat, res.cam, mean, std
+
+
+def build_regressor(models=None, backend: str = "torch", engine=None, samples: int = 1, steps: int | None = None, temperature: float | None = None,
+                    max_batch: int = 32, device="cpu", seed: int = 0, threads: int | None = None) -> Regressor:  # fmt: skip
+    """A Regressor on the torch backend (from `models`) or on an exported engine folder."""
+    from engines.runner import MegaRunner
+
+    graphs = ["encode", "step", "mesh"] if samples > 1 else ["det"]
+    if engine is None:
+        if backend != "torch":
+            raise WeightsMissing(f"--backend {backend} needs --engine DIR (build one with `mega-rt export`)")
+        from engines.export import torch_backends
+
+        backends = torch_backends(models, graphs, "fp32", samples, device=device)
+        cfg = models.cfg
+        bb = models.full.backbone
+        spec = RegressorSpec((cfg.input_height, cfg.input_width), tuple(bb.mean), tuple(bb.std), cfg.crop_focal_length, max_batch)
+        runner = MegaRunner(backends, cfg.seq_length, cfg.num_embeddings, samples, steps or cfg.steps, cfg.temperature if temperature is None else temperature)
+    else:
+        from engines.load import load_runner
+        from engines.manifest import Manifest
+
+        manifest = Manifest.read(Path(engine))
+        if samples > 1 and manifest.mode != "stochastic":
+            raise WeightsMissing(f"{engine}: a deterministic engine; export with --stochastic --samples {samples} for --samples")
+        if samples > 1 and manifest.samples != samples:
+            raise WeightsMissing(f"{engine}: built for {manifest.samples} samples, not {samples}")
+        opts = {"threads": threads} if backend == "onnxruntime" else {}
+        runner = load_runner(engine, backend=backend, **opts)
+        if steps:
+            runner.steps = steps
+        if temperature is not None:
+            runner.temperature = temperature
+        norm = manifest.normalisation
+        spec = RegressorSpec(tuple(norm["input_hw"]), tuple(norm["mean"]), tuple(norm["std"]), manifest.mega_config.get("crop_focal_length", 1000.0), min(max_batch, manifest.batch[2]))
+        device = next(iter(runner.backends.values())).device
+    return Regressor(runner, spec, samples, seed, device)

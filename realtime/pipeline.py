@@ -1,0 +1,280 @@
+"""The only module that knows the order of the stages, the threads and the bounded queues between them.
+
+    source thread --frames--> [main: detect -> crop -> MEGA -> pose -> smooth] --results--> render thread
+        --overlays--> sink thread (mp4, window, results, meshes)
+
+File mode batches the people of several frames into one MEGA call and never drops a frame (the
+reader blocks when the queues are full). Live mode takes one frame at a time and the source drops the
+oldest frame when the pipeline is behind. Every queue is bounded, so memory and latency stay flat.
+Ctrl-C / SIGTERM stop the reader; what is already in flight is rendered and written, and the outputs
+are finalised (status "interrupted").
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realtime.timing import Timer
+from realtime.types import FrameResult
+
+_DONE = object()
+
+
+@dataclass
+class PipelineOptions:
+    source: str
+    live: bool = False  # camera/URL or a file played at its own rate: drop frames when behind
+    pace: bool = False  # play a file at its fps (stream mode on a file)
+    out: str | None = None  # overlay mp4
+    results: str | None = None  # results npz (+ .jsonl)
+    export_dir: str | None = None
+    export_format: str = "obj"
+    show: bool = False
+    max_people: int | None = None
+    max_frames: int | None = None
+    frame_batch: int = 4  # file mode: frames whose people share one MEGA call
+    smooth: bool = False
+    smooth_min_cutoff: float = 1.0
+    smooth_beta: float = 0.5
+    queue_size: int = 8
+    meta: dict = field(default_factory=dict)  # extra fields for the results file
+
+
+@dataclass
+class Summary:
+    status: str = "ok"  # ok | interrupted | stopped (window closed)
+    frames: int = 0  # frames written / shown
+    people: int = 0  # person rows
+    frames_with_people: int = 0
+    skipped: int = 0  # undecodable input frames
+    dropped: int = 0  # live mode: frames dropped to stay real time
+    wall_s: float = 0.0
+    fps: float = 0.0
+    stage_ms: dict = field(default_factory=dict)
+    latency_ms: dict = field(default_factory=dict)
+    outputs: list = field(default_factory=list)
+
+    def line(self) -> str:
+        stages = "  ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
+        s = f"{self.status}: {self.frames} frames, {self.people} people-frames, {self.fps:.2f} fps end to end ({self.wall_s:.1f} s); ms/frame: {stages}"
+        if self.skipped:
+            s += f"; {self.skipped} undecodable frames skipped"
+        if self.dropped:
+            s += f"; {self.dropped} frames dropped to stay real time"
+        if self.latency_ms:
+            s += "; latency ms " + " ".join(f"{k} {v:.0f}" for k, v in self.latency_ms.items())
+        return s
+
+
+def _put(q: queue.Queue, item, errors: list):
+    """Blocking put that gives up when another thread failed (no deadlock on a dead consumer)."""
+    while True:
+        if errors:
+            raise errors[0]
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _to_host(frame, det, rows, pred, meshes, smoothed) -> FrameResult:
+    verts, cam_t = smoothed
+    std = meshes.vertex_std[rows].float().cpu().numpy() if meshes.vertex_std is not None else None
+    return FrameResult(
+        frame=frame, boxes_xyxy=det.boxes_xyxy.cpu().numpy(), scores=det.scores.cpu().numpy(), track_ids=det.track_ids.cpu().numpy(),
+        tokens=pred.tokens[rows].cpu().numpy().astype(np.int16), rotmat=pred.rotmat[rows].float().cpu().numpy(),
+        cam_crop=pred.cam_crop[rows].float().cpu().numpy(), cam_t_full=cam_t.float().cpu().numpy(),
+        verts_cam=verts.float().cpu().numpy(), vertex_std=std, focal=meshes.focal,
+    )  # fmt: skip
+
+
+def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.ndarray, timer: Timer | None = None, progress=None) -> Summary:
+    """Run to the end of the source (or an interrupt). `source` is an unstarted realtime.sources.VideoSource.
+
+    Outputs are created (and their folders checked) before the first frame is read."""
+    from realtime.crop import Cropper
+    from realtime.detect import keep_largest
+    from realtime.pose import pose
+    from realtime.sinks import MeshExportSink, Mp4Sink, ResultsSink, WindowSink
+    from realtime.smooth import OneEuroSmoother
+
+    timer = timer or Timer()
+    spec = regressor.spec
+    cropper = Cropper(spec.input_hw, spec.mean, spec.std, regressor.device)
+    smoother = OneEuroSmoother(source.fps, opts.smooth_min_cutoff, opts.smooth_beta) if opts.smooth else None
+    sinks = []
+    summary = Summary()
+    meta = dict(fps=np.float32(source.fps), image_size_wh=np.array([source.width, source.height], np.int32), source=str(opts.source),
+                focal=np.float32(1000.0 / 224.0 * max(source.width, source.height) * spec.crop_focal / 1000.0), samples=np.int32(regressor.samples), steps=np.int32(regressor.runner.steps if regressor.stochastic else 0), **opts.meta)  # fmt: skip
+    try:
+        if opts.out:
+            sinks.append(Mp4Sink(opts.out, source.fps, (source.width, source.height)))
+        if opts.results:
+            sinks.append(ResultsSink(opts.results, meta, faces))
+        if opts.export_dir:
+            sinks.append(MeshExportSink(opts.export_dir, faces, opts.export_format))
+        if opts.show:
+            sinks.append(WindowSink())
+    except Exception:
+        for s in sinks:
+            s.close(False)
+        raise
+    need_overlay = bool(opts.out or opts.show)
+    errors: list[BaseException] = []
+    q_render: queue.Queue = queue.Queue(maxsize=opts.queue_size)
+    q_sink: queue.Queue = queue.Queue(maxsize=opts.queue_size)
+    latencies: list[float] = []
+    stop_requested = threading.Event()
+
+    def render_loop():
+        renderer = None
+        try:
+            if need_overlay:
+                from realtime.overlay import OverlayRenderer
+
+                renderer = OverlayRenderer(faces)
+            while True:
+                item = q_render.get()
+                if item is _DONE:
+                    break
+                if renderer is not None:
+                    with timer.stage("render"):
+                        item = _with_overlay(item, renderer(item))
+                _put(q_sink, item, errors)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            if renderer is not None:
+                renderer.close()
+            while sink_thread.is_alive():
+                try:
+                    q_sink.put(_DONE, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def sink_loop():
+        try:
+            while True:
+                item = q_sink.get()
+                if item is _DONE:
+                    break
+                with timer.stage("write"):
+                    for s in sinks:
+                        s.write(item)
+                latencies.append(1000 * (time.perf_counter() - item.frame.captured_s))
+                summary.frames += 1
+                summary.people += item.boxes_xyxy.shape[0]
+                summary.frames_with_people += item.boxes_xyxy.shape[0] > 0
+                if any(getattr(s, "closed_by_user", False) for s in sinks):
+                    stop_requested.set()
+                if progress is not None:
+                    progress(summary.frames, timer)
+        except BaseException as e:
+            errors.append(e)
+
+    render_thread = threading.Thread(target=render_loop, name="render", daemon=True)
+    sink_thread = threading.Thread(target=sink_loop, name="sinks", daemon=True)
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        def on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        old_term = signal.signal(signal.SIGTERM, on_term)
+    t_start = time.perf_counter()
+    render_thread.start()
+    sink_thread.start()
+    source.start()
+    frame_batch = 1 if source.live else max(1, opts.frame_batch)
+    device = regressor.device
+    ok = False
+    try:
+        frames_iter = iter(source)
+        finished = False
+        while not finished and not stop_requested.is_set():
+            if errors:
+                raise errors[0]
+            batch = []
+            for frame in frames_iter:
+                batch.append(frame)
+                if len(batch) >= frame_batch or (batch and source.queue.empty() and source.live):
+                    break
+            else:
+                finished = True
+            if not batch:
+                break
+            with timer.stage("detect"):
+                dets = [keep_largest(detector(f), opts.max_people) for f in batch]
+            with timer.stage("crop", device):
+                frames_t = cropper.frames_to_tensor([f.image_bgr for f in batch])
+                crops = cropper(frames_t, dets)
+            with timer.stage("mega", device):
+                pred = regressor(crops)
+            with timer.stage("pose", device):
+                meshes = pose(pred, crops, spec.crop_focal)
+            with timer.stage("smooth" if smoother else "collect"):
+                slot = crops.frame_slot.cpu()
+                for i, (frame, det) in enumerate(zip(batch, dets)):
+                    rows = torch.nonzero(slot == i).flatten().to(meshes.verts_cam.device)
+                    verts, cam_t = meshes.verts_cam[rows], meshes.cam_t_full[rows]
+                    if smoother is not None:
+                        std = meshes.vertex_std[rows] if meshes.vertex_std is not None else None
+                        verts, cam_t = smoother(frame.index, det.track_ids.to(verts.device), verts, cam_t, std)
+                    _put(q_render, _to_host(frame, det, rows, pred, meshes, (verts, cam_t)), errors)
+        ok = True
+        summary.status = "stopped" if stop_requested.is_set() else "ok"
+    except KeyboardInterrupt:
+        summary.status = "interrupted"
+        ok = True  # finalise what was written so far
+    finally:
+        source.stop()
+        while render_thread.is_alive():  # the renderer drains what is in flight, then stops
+            try:
+                q_render.put(_DONE, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        render_thread.join(timeout=120)
+        sink_thread.join(timeout=120)
+        if errors:
+            ok = False
+        summary.wall_s = time.perf_counter() - t_start
+        summary.skipped, summary.dropped = source.skipped, source.dropped
+        final = dict(num_frames=np.int32(summary.frames), frames_skipped=np.int32(source.skipped), frames_dropped=np.int32(source.dropped), status=summary.status)
+        for s in sinks:
+            try:
+                s.close(ok, final) if hasattr(s, "rows") else s.close(ok)
+            except Exception as e:  # one sink failing to close must not lose the others
+                errors.append(e)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    if errors:
+        raise errors[0]
+    summary.fps = summary.frames / summary.wall_s if summary.wall_s > 0 else 0.0
+    summary.stage_ms = _per_frame_ms(timer, summary.frames, frame_batch)
+    if latencies:
+        summary.latency_ms = {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 90, 99)}
+    summary.outputs = [str(p) for p in (opts.out, opts.results, opts.export_dir) if p and Path(p).exists()]
+    return summary
+
+
+def _with_overlay(r: FrameResult, overlay: np.ndarray) -> FrameResult:
+    from dataclasses import replace
+
+    return replace(r, overlay=overlay)
+
+
+def _per_frame_ms(timer: Timer, frames: int, frame_batch: int) -> dict:
+    """Total ms per stage divided by frames: batched stages are shared by the frames of a batch."""
+    if frames == 0:
+        return {}
+    return {k: v / frames for k, v in timer.total_ms().items()}

@@ -1,0 +1,275 @@
+"""The training loop: one step learns, DDP on CPU equals one process, a killed run resumes exactly,
+the artefacts load, and the CLI reports bad input in one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from train import body as body_lib
+from train.config import MeshVQVAEConfig, TrainConfig, config_to_dict
+from train.data.mixing import micro_batch_samples
+from train.distributed import DistInfo
+from train_fixtures import write_crop_fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY_MEGA = dict(
+    name="mega_test_tiny", backbone="hrnet", hrnet_width=8, input_height=64, input_width=64, emb_dim=32,
+    encoder_layers=1, encoder_heads=2, decoder_layers=1, decoder_heads=2, cond_length=4, cond_dim=120,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, assets_dir):
+    """A tiny MEGA config, a random tokenizer checkpoint and a crop dataset."""
+    from train.checkpoint import save_checkpoint
+    from train.model.mesh_vqvae import MeshVQVAE
+
+    root = tmp_path_factory.mktemp("train")
+    (root / "mega_tiny.yaml").write_text(yaml.safe_dump(TINY_MEGA))
+    torch.manual_seed(0)
+    save_checkpoint(root / "tokenizer.pt", MeshVQVAE.from_assets(MeshVQVAEConfig(), assets_dir), MeshVQVAEConfig())
+    write_crop_fixture(root / "crops", body_lib.load_rig(assets_dir), count=8)
+    return root
+
+
+def make_cfg(files: Path, stage: str, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        stage=stage, out_dir=str(out), seed=0, model_config=str(files / "mega_tiny.yaml"),
+        tokenizer_weights=str(files / "tokenizer.pt"), steps=4, batch_size=4, warmup_steps=1, threads=1,
+        checkpoint_every=2, log_every=1, synthetic_meshes=16, crop_dirs=(str(files / "crops"),),
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def write_cfg(cfg: TrainConfig, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    return path
+
+
+def cli(*args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "realtime.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)  # fmt: skip
+
+
+# ---- one step ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", ["tokenizer", "pretrain", "hmr"])
+def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(files, tmp_path, stage):
+    from train.loop import make_optimizer
+    from train.stages import build_stage
+
+    torch.manual_seed(0)
+    cfg = make_cfg(files, stage, tmp_path, lr=1e-3 if stage == "tokenizer" else 3e-4)
+    s = build_stage(cfg, DistInfo())
+    s.module.train(s.train_mode)
+    batch = s.dataset[list(range(4))]
+    optimizer = make_optimizer(s, cfg)
+
+    def loss():
+        torch.manual_seed(1)  # the same dropout masks both times
+        terms = s.loss(s.module, batch)
+        assert set(terms) >= {"loss"} and all(t.ndim == 0 for t in terms.values())
+        return terms["loss"]
+
+    before = loss()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = loss()
+    assert after.item() < before.item()
+
+
+# ---- DDP -----------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gradients(cfg: TrainConfig, rank: int, world: int) -> dict:
+    """Gradients (and the codebook after the step's EMA update) of step 0 in process `rank` of `world`."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from train import distributed
+    from train.stages import build_stage
+
+    torch.set_num_threads(1)
+    info = distributed.setup("cpu") if world > 1 else DistInfo()
+    torch.manual_seed(cfg.seed)
+    stage = build_stage(cfg, info)
+    model = DistributedDataParallel(stage.module) if world > 1 else stage.module
+    model.train(stage.train_mode)
+    batch = stage.dataset[list(micro_batch_samples(0, 0, rank, cfg.batch_size, 1, world))]
+    stage.loss(model, batch)["loss"].backward()
+    out = {"grads": {n: p.grad.clone() for n, p in stage.module.named_parameters() if p.grad is not None}}
+    if stage.after_step is not None:
+        stage.after_step(0)
+        out["codebook"] = stage.module.vq_vae.codebook.clone()
+    return out
+
+
+def _ddp_worker(rank: int, world: int, cfg: TrainConfig, port: int, out_path: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    from train import distributed
+
+    try:
+        result = _gradients(cfg, rank, world)
+        torch.save(result, f"{out_path}.{rank}")
+    finally:
+        distributed.teardown()
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "tokenizer"])
+def test_ddp_on_two_cpu_processes_gives_the_gradients_of_one_process_on_the_whole_batch(files, tmp_path, stage):
+    import torch.multiprocessing as mp
+
+    cfg = make_cfg(files, stage, tmp_path / "out", batch_size=8)
+    mp.spawn(_ddp_worker, args=(2, cfg, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    single = _gradients(cfg, 0, 1)
+    for rank in range(2):
+        ddp = torch.load(f"{tmp_path / 'ddp'}.{rank}", weights_only=True)
+        assert ddp["grads"].keys() == single["grads"].keys()
+        for name, grad in single["grads"].items():
+            assert torch.allclose(ddp["grads"][name], grad, rtol=1e-4, atol=1e-7), name
+        if "codebook" in single:  # every process took the EMA step of the whole batch
+            assert torch.allclose(ddp["codebook"], single["codebook"], atol=1e-5)
+
+
+def test_gradient_accumulation_takes_the_step_of_the_whole_batch(files, tmp_path):
+    from train.loop import train
+
+    whole = make_cfg(files, "pretrain", tmp_path / "a", steps=2, batch_size=8, checkpoint_every=10)
+    accumulated = make_cfg(files, "pretrain", tmp_path / "b", steps=2, batch_size=8, grad_accum=4, checkpoint_every=10)
+    train(whole, progress=False)
+    train(accumulated, progress=False)
+    _assert_same_weights(_final_weights(tmp_path / "b"), _final_weights(tmp_path / "a"))
+
+
+# ---- resume --------------------------------------------------------------------------------------
+def _final_weights(out: Path) -> dict:
+    return torch.load(out / "final.pt", weights_only=True)["model"]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=1e-6), k
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before writing {path.name}: {proc.stderr.read()[-2000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no {path.name} after {timeout} s")
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    cfg = make_cfg(files, "pretrain", out, steps=150, checkpoint_every=5, log_every=10)
+    proc = cli("train", "pretrain", "--config", str(write_cfg(cfg, out.parent / f"{out.name}.yaml")), "--no-progress")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    return cfg, _final_weights(out)
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, uninterrupted, how):
+    import dataclasses
+
+    cfg, expected = uninterrupted
+    cfg = dataclasses.replace(cfg, out_dir=str(tmp_path / "run"))
+    path = write_cfg(cfg, tmp_path / "run.yaml")
+    proc = cli("train", "pretrain", "--config", str(path), "--no-progress")
+    _wait_for(tmp_path / "run" / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert not (tmp_path / "run" / "final.pt").exists(), "the run finished before it was stopped"
+    step = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"]
+    assert 0 < step < cfg.steps
+    if how == "sigterm":  # a clean stop: a checkpoint of the step it stopped at and a one-line message
+        assert proc.returncode == 130 and "--resume" in err and "Traceback" not in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    resumed = cli("train", "pretrain", "--config", str(path), "--resume", "--no-progress")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-2000:]
+    _assert_same_weights(_final_weights(tmp_path / "run"), expected)
+
+
+def test_stop_after_then_resume_in_process_matches_for_hmr(files, tmp_path):
+    """The image stage too (dropout RNG, augmentation, batch norm state): 2 + 2 steps == 4 steps."""
+    from train.loop import train
+
+    straight = make_cfg(files, "hmr", tmp_path / "a", steps=4)
+    train(straight, progress=False)
+    split = make_cfg(files, "hmr", tmp_path / "b", steps=4)
+    train(split, progress=False, stop_after=2)
+    assert not (tmp_path / "b" / "final.pt").exists()
+    train(split, resume=True, progress=False)
+    _assert_same_weights(_final_weights(tmp_path / "b"), _final_weights(tmp_path / "a"))
+
+
+# ---- artefacts and the CLI -----------------------------------------------------------------------
+def test_final_artefacts_load_with_the_checkpoint_loaders_and_evaluate(files, tmp_path):
+    from train.checkpoint import load_mega, load_mesh_vqvae, load_pretrain_model
+    from train.loop import train
+
+    tok = make_cfg(files, "tokenizer", tmp_path / "tok", steps=2)
+    train(tok, progress=False)
+    load_mesh_vqvae(tmp_path / "tok" / "final.pt")
+    pre = make_cfg(files, "pretrain", tmp_path / "pre", steps=2, tokenizer_weights=str(tmp_path / "tok" / "final.pt"))
+    train(pre, progress=False)
+    load_pretrain_model(tmp_path / "pre" / "final.pt")
+    hmr = make_cfg(files, "hmr", tmp_path / "hmr", steps=2, tokenizer_weights=str(tmp_path / "tok" / "final.pt"),
+                   init_weights=str(tmp_path / "pre" / "final.pt"))  # fmt: skip
+    metrics = train(hmr, progress=False)
+    assert metrics["steps_done"] == 2 and {"tokens", "rotation", "camera", "loss"} <= set(metrics["final"])
+    lines = [__import__("json").loads(l) for l in (tmp_path / "hmr" / "scalars.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2] and all("samples_per_s" in l for l in lines)
+    mega, cfg = load_mega(tmp_path / "hmr" / "final.pt")
+    assert cfg.name == "mega_test_tiny"
+    proc = cli("eval", "hmr", "--weights", str(tmp_path / "hmr" / "final.pt"), "--tokenizer", str(tmp_path / "tok" / "final.pt"),
+               "--crops", str(files / "crops"), "--samples", "1,3", "--steps", "2", "--batch", "4",
+               "--mean-mesh-from", str(files / "crops"), "--json", str(tmp_path / "eval.json"))  # fmt: skip
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    result = __import__("json").loads((tmp_path / "eval.json").read_text())
+    assert result["samples"] == 8
+    for key in ("det_pve", "det_mpjpe", "det_pa_mpjpe", "q3_best_pve", "q3_mean_pve", "q3_vertex_std", "baseline_pve_canonical"):
+        assert result[key] > 0, key
+    assert result["q3_best_pve"] <= result["q1_best_pve"] + 1e-6
+
+
+def test_cli_rejects_bad_input_in_one_line(files, tmp_path):
+    cfg_path = write_cfg(make_cfg(files, "pretrain", tmp_path / "run"), tmp_path / "pre.yaml")
+    cases = [
+        (("train", "hmr", "--config", str(cfg_path)), "is a config for stage 'pretrain'"),
+        (("train", "pretrain", "--config", str(tmp_path / "missing.yaml")), "config file not found"),
+        (("train", "pretrain", "--config", str(cfg_path), "--resume"), "nothing to resume"),
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage: pretrain\nlearning_rate: 0.1\n")
+    cases.append((("train", "pretrain", "--config", str(bad)), "unknown key(s) learning_rate"))
+    no_tok = write_cfg(make_cfg(files, "pretrain", tmp_path / "run2", tokenizer_weights=""), tmp_path / "notok.yaml")
+    cases.append((("train", "pretrain", "--config", str(no_tok)), "needs tokenizer_weights"))
+    for args, message in cases:
+        proc = cli(*args)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (args, err)
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,97 @@
+"""Evaluation: tokenizer reconstruction, and MEGA's deterministic and stochastic modes (mm).
+
+HMR figures are computed on camera-oriented meshes, verts = verts_canonical @ R^T with the predicted
+rotation for MEGA and the true one for the ground truth, centred on their vertex mean (the official
+protocol, train/metrics.py). Stochastic mode draws Q_max hypotheses per crop once; Q < Q_max uses the
+first Q of them (independent draws, so any Q of them are a Q-sample), which is why best-of-Q can
+only improve with Q. Baselines: the mean training mesh, in the canonical frame and turned by the true
+rotation (a baseline that is told the rotation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from train import metrics
+from train.geometry import rot6d_to_matrix
+
+
+def _mm(sums: dict[str, float], count: int) -> dict[str, float]:
+    """Means over samples; metres become mm, `*_deg` stay degrees."""
+    return {k: (1.0 if k.endswith("_deg") else 1000.0) * v / max(count, 1) for k, v in sums.items()}
+
+
+def _add(sums: dict[str, float], values: dict[str, torch.Tensor]) -> None:
+    for k, v in values.items():
+        sums[k] = sums.get(k, 0.0) + float(v.sum())
+
+
+@torch.no_grad()
+def evaluate_tokenizer(tokenizer, verts_batches, regressor: torch.Tensor, mean_mesh: torch.Tensor | None = None) -> dict:
+    """Reconstruction through the tokens (encode -> nearest code -> decode); mm."""
+    sums, n, used = {}, 0, set()
+    for verts in verts_batches:
+        tokens = tokenizer.encode(verts)
+        used.update(tokens.flatten().tolist())
+        rec = tokenizer.decode(tokens)
+        _add(sums, metrics.mesh_errors(rec, verts, regressor))
+        if mean_mesh is not None:
+            _add(sums, {f"mean_mesh_{k}": v for k, v in metrics.mesh_errors(mean_mesh.expand_as(verts), verts, regressor).items()})
+        n += len(verts)
+    return {"samples": n, "codes_used": len(used), **_mm(sums, n)}
+
+
+@torch.no_grad()
+def evaluate_hmr(mega, tokenizer, batches, regressor: torch.Tensor, samples: Sequence[int] = (1, 5, 10), steps: int | None = None,
+                 temperature: float | None = None, seed: int = 0, mean_mesh: torch.Tensor | None = None,
+                 progress: Callable[[int], None] | None = None) -> dict:  # fmt: skip
+    """`batches` yields dicts with images, verts_canonical, rotmat (train/data/batches.py, no augmentation)."""
+    gen = torch.Generator().manual_seed(seed)
+    q_max = max(samples) if samples else 0
+    sums, n = {}, 0
+    for batch in batches:
+        images, gt_can, gt_rot = batch["images"], batch["verts_canonical"], batch["rotmat"]
+        gt = gt_can @ gt_rot.transpose(1, 2)
+        out = mega(images)
+        pred_can = tokenizer.decode(out.tokens)
+        pred = pred_can @ out.rotmat.transpose(1, 2)
+        values = {f"det_{k}": v for k, v in metrics.mesh_errors(pred, gt, regressor).items()}
+        values["det_pve_canonical"] = metrics.pve(pred_can, gt_can)
+        cos = ((out.rotmat @ gt_rot.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+        values["rotation_error_deg"] = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))  # geodesic
+        if mean_mesh is not None:
+            base = mean_mesh.expand_as(gt_can)
+            values["baseline_pve_canonical"] = metrics.pve(base, gt_can)
+            values.update({f"baseline_gt_rotation_{k}": v for k, v in metrics.mesh_errors(base @ gt_rot.transpose(1, 2), gt, regressor).items()})
+        if q_max:
+            gen_out, _ = mega.generate(images, samples=q_max, steps=steps, temperature=temperature, generator=gen)
+            hyp = tokenizer.decode(gen_out.tokens).view(len(images), q_max, -1, 3)
+            hyp = hyp @ out.rotmat.transpose(1, 2)[:, None]  # the rotation head does not depend on the tokens
+            for q in samples:
+                values.update({f"q{q}_{k}": v for k, v in metrics.stochastic_errors(hyp[:, :q], gt, regressor).items()})
+        _add(sums, values)
+        n += len(images)
+        if progress:
+            progress(n)
+    return {"samples": n, **_mm(sums, n)}
+
+
+def mean_training_mesh(crop_dirs: Sequence[str]) -> torch.Tensor:
+    """(6890,3) mean canonical mesh of synthetic crop datasets (the baseline's constant prediction)."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from train.data.npz import open_npz
+
+    total, count = np.zeros((6890, 3), np.float64), 0
+    for d in crop_dirs:
+        index = json.loads((Path(d) / "index.json").read_text())
+        for entry in index["shards"]:
+            verts = open_npz(Path(d) / entry["file"])["verts_canonical"]
+            total += np.asarray(verts, np.float64).sum(0)
+            count += len(verts)
+    return torch.from_numpy((total / max(count, 1)).astype(np.float32))

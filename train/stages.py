@@ -1,0 +1,320 @@
+"""The three training stages as data: what is trained, on what, with which loss (train/loop.py runs them).
+
+- tokenizer: the Mesh-VQ-VAE on canonical meshes. Loss = mean per-vertex distance + commitment; the
+  codebook moves by EMA over the whole global batch (gathered from every process) once per optimiser
+  step, and codes unused for a while are restarted on recent latents.
+- pretrain: masked token modelling (the official VQMAE) on meshes tokenized by a trained tokenizer;
+  cross-entropy on the masked tokens, M = floor(N cos(pi tau / 2)) masked per sample (train/masking.py).
+- hmr: MEGA from images, starting from the pre-trained token model: the same masking on the mesh
+  tokens with the image tokens always visible, token cross-entropy; plus the rotation (Frobenius
+  distance) and camera (L1 on the ground-truth joints, turned by the predicted rotation and projected
+  with the predicted weak-perspective camera) losses of the rotation/camera head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from train import losses
+from train.config import ConfigError, MegaConfig, MeshVQVAEConfig, TrainConfig, builtin_config, load_config
+from train.distributed import DistInfo, all_gather_cat
+from train.geometry import rot6d_to_matrix
+from train.masking import training_mask
+
+
+@dataclass
+class Stage:
+    name: str
+    module: nn.Module  # what the optimiser trains and DDP wraps; `loss` calls it
+    dataset: torch.utils.data.Dataset  # dataset[sample numbers] -> batch dict (train/data/batches.py)
+    loss: Callable[[nn.Module, dict], dict[str, torch.Tensor]]  # named terms, "loss" = their weighted sum
+    param_groups: list[dict]  # AdamW groups; "lr_scale" multiplies the base lr
+    export: Callable[[], tuple[nn.Module, object]]  # (the artefact, its config) saved as final.pt
+    train_mode: bool = True  # module.train() during training
+    after_step: Callable[[int], dict[str, float]] | None = None  # work once per optimiser step
+    frozen: list[nn.Module] = field(default_factory=list)  # helpers to move to the device (tokenizer)
+
+
+def named_config(ref: str, cls):
+    """A shipped config name (configs/<ref>.yaml) or a YAML path."""
+    if ref.endswith((".yaml", ".yml")) or Path(ref).is_file():
+        return load_config(ref, cls)
+    from train.config import CONFIG_DIR
+
+    if not (CONFIG_DIR / f"{ref}.yaml").is_file():
+        raise ConfigError(f"{ref!r}: neither a shipped config (configs/{ref}.yaml) nor a YAML file")
+    return builtin_config(ref, cls)
+
+
+# ---- data -----------------------------------------------------------------------------------------
+def mesh_dataset(cfg: TrainConfig):
+    from train.data.batches import MeshBatches
+    from train.data.meshes import AmassMeshes, SyntheticMeshes
+    from train.data.smpl import SmplBody
+
+    sources = []
+    if cfg.synthetic_meshes > 0:
+        sources.append(SyntheticMeshes(cfg.synthetic_meshes, cfg.seed))
+    if cfg.amass_dir:
+        sources.append(AmassMeshes(cfg.amass_dir, SmplBody(cfg.smpl_model), cfg.amass_stride))
+    if not sources:
+        raise ConfigError(f"stage {cfg.stage} has no meshes: set synthetic_meshes > 0 and/or amass_dir (+ smpl_model)")
+    if cfg.mix_ratios and len(cfg.mix_ratios) != len(sources):
+        raise ConfigError(f"mix_ratios needs one share per mesh source ({len(sources)}: synthetic, amass), got {len(cfg.mix_ratios)}")
+    return MeshBatches(sources, cfg.mix_ratios, cfg.seed)
+
+
+def hmr_dataset(cfg: TrainConfig, model_cfg: MegaConfig, backbone, augment: bool = True, crop_dirs=None, hmr_npz=None,
+                image_dirs=None, sequential: bool = False):  # fmt: skip
+    """The HMR crops of `cfg` (or of the given sources); `sequential` reads every sample once, in order."""
+    from train import body as body_lib
+    from train.data.batches import HmrBatches
+    from train.data.crops import CropShards
+    from train.data.hmr_npz import HmrAnnotations
+    from train.data.joints import synthetic_joint_regressor
+    from train.data.smpl import SmplBody
+
+    crop_dirs = cfg.crop_dirs if crop_dirs is None else crop_dirs
+    hmr_npz = cfg.hmr_npz if hmr_npz is None else hmr_npz
+    image_dirs = cfg.image_dirs if image_dirs is None else image_dirs
+    if not crop_dirs and not hmr_npz:
+        raise ConfigError("stage hmr has no images: set crop_dirs (mega-rt synth --dataset) and/or hmr_npz + image_dirs")
+    regressor = synthetic_joint_regressor().numpy()
+    sources = [CropShards(d, regressor) for d in crop_dirs]
+    if hmr_npz:
+        smpl = SmplBody(cfg.smpl_model)
+        sources += [HmrAnnotations(p, d, smpl) for p, d in zip(hmr_npz, image_dirs)]
+    rig = body_lib.load_rig()
+    augment_args = None
+    if augment:
+        augment_args = dict(scale=cfg.aug_scale, rotation_deg=cfg.aug_rotation_deg, rotation_prob=cfg.aug_rotation_prob,
+                            flip_prob=cfg.aug_flip_prob, color=cfg.aug_color)  # fmt: skip
+    return HmrBatches(
+        sources, cfg.mix_ratios, cfg.seed, (model_cfg.input_height, model_cfg.input_width), backbone.mean, backbone.std,
+        rig.symmetry, np.asarray(body_lib.JOINT_MIRROR), augment_args, model_cfg.seq_length, sequential,
+    )  # fmt: skip
+
+
+# ---- shared pieces -------------------------------------------------------------------------------
+class TokenTargets:
+    """Target tokens of ground-truth meshes from the frozen tokenizer, memoised per (source, index, flip):
+    a mesh's tokens never change, and tokenizing costs more than a small transformer's step."""
+
+    def __init__(self, tokenizer: nn.Module):
+        self.tokenizer = tokenizer.eval().requires_grad_(False)
+        self._memo: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, verts: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        keys_list = [tuple(k) for k in keys.tolist()]
+        todo = [i for i, k in enumerate(keys_list) if k not in self._memo]
+        if todo:
+            tokens = self.tokenizer.encode(verts[todo].float())
+            for i, t in zip(todo, tokens.cpu()):
+                self._memo[keys_list[i]] = t
+        return torch.stack([self._memo[k] for k in keys_list]).to(verts.device)
+
+
+def _load_tokenizer(cfg: TrainConfig):
+    from train.checkpoint import load_mesh_vqvae
+
+    if not cfg.tokenizer_weights:
+        raise ConfigError(f"stage {cfg.stage} needs tokenizer_weights (the final.pt of a tokenizer run)")
+    return load_mesh_vqvae(cfg.tokenizer_weights)[0]
+
+
+def _masked_inputs(tokens: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from train.sampling import MASKED
+
+    masked = training_mask(noise)
+    return torch.where(masked, torch.full_like(tokens, MASKED), tokens), masked
+
+
+def _token_accuracy(logits: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    hit = (logits.argmax(-1) == target) & masked
+    return hit.sum() / masked.sum().clamp(min=1)
+
+
+# ---- tokenizer -----------------------------------------------------------------------------------
+def tokenizer_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
+    from train.model.mesh_vqvae import MeshVQVAE
+
+    tok_cfg = named_config(cfg.tokenizer_config, MeshVQVAEConfig)
+    model = MeshVQVAE.from_assets(tok_cfg)
+    recent: list[tuple[torch.Tensor, torch.Tensor]] = []  # (latents, tokens) of this step's micro-batches
+
+    def loss(module, batch):
+        verts = batch["verts_canonical"]
+        out = module(verts)
+        recent.append((out["latent"].detach().flatten(0, 1), out["tokens"].flatten()))
+        rec = losses.vertex_distance(out["verts"], verts)
+        return {
+            "loss": cfg.vertex_loss_weight * rec + out["commitment_loss"],
+            "vertices": rec.detach(),
+            "commitment": out["commitment_loss"].detach(),
+            "perplexity": out["perplexity"].detach(),
+        }
+
+    def after_step(step: int) -> dict[str, float]:
+        # The official model takes the EMA step inside forward, on one process's batch. Here every
+        # process applies the same step to the latents of the whole global batch, so codebooks agree.
+        latents = all_gather_cat(torch.cat([r[0] for r in recent]), info)
+        tokens = all_gather_cat(torch.cat([r[1] for r in recent]), info)
+        recent.clear()
+        model.vq_vae.ema_update(latents, tokens)
+        restarted = 0
+        # step 0 included: the first batch's latents then seed every unused code (data-dependent init)
+        if cfg.dead_code_every and step % cfg.dead_code_every == 0:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            restarted = model.restart_dead_codes(latents, cfg.dead_code_threshold, gen)
+        return {"dead_codes_restarted": float(restarted)}
+
+    return Stage(
+        name="tokenizer", module=model, dataset=mesh_dataset(cfg), loss=loss,
+        param_groups=[{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}],
+        export=lambda: (model, tok_cfg),
+        # no dropout or batch norm: eval mode only stops forward's own (per-process) EMA step
+        train_mode=False, after_step=after_step,
+    )  # fmt: skip
+
+
+# ---- pretrain ------------------------------------------------------------------------------------
+@torch.no_grad()
+def tokenize_sources(sources, tokenizer: nn.Module, info: DistInfo, chunk: int = 64) -> list[torch.Tensor]:
+    """Every mesh of every source through the tokenizer, once; the work is split across processes
+    and the results gathered, so every process ends with all tokens. -> one (N_s, 54) tensor per source."""
+    device = next(tokenizer.parameters()).device
+    out = []
+    for source in sources:
+        n = len(source)
+        per = -(-n // info.world)  # ceil: equal shares for all_gather, the last one padded
+        mine = range(info.rank * per, min(n, (info.rank + 1) * per))
+        tokens = torch.zeros(per, 54, dtype=torch.long, device=device)
+        for start in range(0, len(mine), chunk):
+            idx = list(mine[start : start + chunk])
+            tokens[start : start + len(idx)] = tokenizer.encode(source.verts(idx).to(device))
+        out.append(all_gather_cat(tokens, info)[:n].cpu())
+    return out
+
+
+def pretrain_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
+    from train.data.batches import TokenBatches
+    from train.model.mega import PretrainModel
+
+    model_cfg = named_config(cfg.model_config, MegaConfig)
+    model = PretrainModel(model_cfg)
+    tokenizer = _load_tokenizer(cfg).to(info.device).requires_grad_(False)
+    # pre-training sees only tokens: tokenize the meshes once instead of posing and encoding every batch
+    meshes = mesh_dataset(cfg)
+    dataset = TokenBatches(tokenize_sources(meshes.sources, tokenizer, info), cfg.mix_ratios, cfg.seed)
+
+    def loss(module, batch):
+        tokens = batch["tokens"]
+        tokens_in, masked = _masked_inputs(tokens, batch["mask_noise"])
+        logits = module(tokens_in, ~masked)
+        ce = losses.masked_token_loss(logits, tokens, masked)
+        return {"loss": cfg.token_loss_weight * ce, "tokens": ce.detach(), "token_accuracy": _token_accuracy(logits, tokens, masked)}
+
+    return Stage(
+        name="pretrain", module=model, dataset=dataset, loss=loss,
+        param_groups=[{"params": list(model.parameters()), "lr_scale": 1.0}],
+        export=lambda: (model, model_cfg),
+    )  # fmt: skip
+
+
+# ---- hmr -----------------------------------------------------------------------------------------
+class HmrForward(nn.Module):
+    """The training pass of MEGA in one forward (what DDP wraps): image features, image tokens and
+    rotation/camera once per crop; the token encoder on the visible tokens; the decoder on both."""
+
+    def __init__(self, mega: nn.Module):
+        super().__init__()
+        self.mega = mega
+
+    def forward(self, images: torch.Tensor, tokens_in: torch.Tensor, visible: torch.Tensor):
+        mega = self.mega
+        features = mega.image_features(images)
+        rot6d, cam = mega.decoder.rotcam(features)
+        cls, feats = mega.encoder(tokens_in, visible)
+        logits, _ = mega.decoder(mega.decoder.image_tokens(features), mega.decoder.slots(cls, feats, visible))
+        return logits, rot6d, cam
+
+
+def load_pretrained_tokens_model(mega: nn.Module, path: str) -> int:
+    """Copy a PretrainModel checkpoint (encoder + token decoder) into MEGA; every key must fit.
+
+    The pre-training model has MEGA's encoder and a decoder without image tokens or rotation/camera
+    head; its keys are a subset of MEGA's with the same shapes. Returns the number of tensors loaded.
+    """
+    from train.checkpoint import CheckpointError, read_checkpoint
+
+    sd = read_checkpoint(path)["model"]
+    own = mega.state_dict()
+    bad = [k for k in sd if k not in own or own[k].shape != sd[k].shape]
+    if bad:
+        raise CheckpointError(f"{path}: not a pre-training checkpoint of this MEGA config ({len(bad)} keys differ, e.g. {bad[0]})")
+    missing = [k for k in own if (k.startswith("encoder.") or k.startswith("decoder.transformer.")) and k not in sd]
+    if missing:
+        raise CheckpointError(f"{path}: lacks {len(missing)} encoder/decoder keys, e.g. {missing[0]}")
+    with torch.no_grad():
+        for k, v in sd.items():
+            own[k].copy_(v)
+    return len(sd)
+
+
+def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
+    from train.model.backbones import check_backbone_matches_config
+    from train.model.mega import Mega
+
+    model_cfg = named_config(cfg.model_config, MegaConfig)
+    mega = Mega(model_cfg)
+    check_backbone_matches_config(model_cfg, mega.backbone)
+    if cfg.init_weights:
+        load_pretrained_tokens_model(mega, cfg.init_weights)
+    # HRNet's pose-heatmap layer is stored for checkpoint compatibility but never used: freezing it
+    # keeps it out of the optimiser (weight decay would shrink it) and out of DDP's gradient buckets.
+    final_layer = getattr(mega.backbone, "final_layer", None)
+    if final_layer is not None:
+        final_layer.requires_grad_(False)
+    if model_cfg.backbone == "vit" and cfg.vit_trainable_blocks > 0:
+        mega.backbone.requires_grad_(False)
+        for block in mega.backbone.blocks[-cfg.vit_trainable_blocks :]:
+            block.requires_grad_(True)
+        mega.backbone.last_norm.requires_grad_(True)
+    tokenizer = _load_tokenizer(cfg)
+    targets = TokenTargets(tokenizer)
+    module = HmrForward(mega)
+
+    def loss(module, batch):
+        tokens = targets(batch["verts_canonical"], batch["keys"])
+        tokens_in, masked = _masked_inputs(tokens, batch["mask_noise"])
+        logits, rot6d, cam = module(batch["images"], tokens_in, ~masked)
+        rotmat = rot6d_to_matrix(rot6d.float())
+        ce = losses.masked_token_loss(logits, tokens, masked)
+        rot = losses.rotation_loss(rotmat, batch["rotmat"])
+        joints_cam = batch["joints_canonical"] @ rotmat.transpose(1, 2)
+        reproj = losses.reprojection_loss(joints_cam, cam.float(), batch["joints2d"])
+        total = cfg.token_loss_weight * ce + cfg.rotation_loss_weight * rot + cfg.camera_loss_weight * reproj
+        return {"loss": total, "tokens": ce.detach(), "rotation": rot.detach(), "camera": reproj.detach(),
+                "token_accuracy": _token_accuracy(logits, tokens, masked)}  # fmt: skip
+
+    backbone = [p for p in mega.backbone.parameters() if p.requires_grad]
+    rest = [p for n, p in mega.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    return Stage(
+        name="hmr", module=module, dataset=hmr_dataset(cfg, model_cfg, mega.backbone), loss=loss,
+        param_groups=[{"params": backbone, "lr_scale": cfg.backbone_lr_scale}, {"params": rest, "lr_scale": 1.0}],
+        export=lambda: (mega, model_cfg), frozen=[tokenizer],
+    )  # fmt: skip
+
+
+STAGES = {"tokenizer": tokenizer_stage, "pretrain": pretrain_stage, "hmr": hmr_stage}
+
+
+def build_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
+    return STAGES[cfg.stage](cfg, info)
