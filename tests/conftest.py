@@ -58,3 +58,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch"))
         if "tensorrt" in item.keywords and not have_trt:
             item.add_marker(pytest.mark.skip(reason="needs TensorRT (pip install 'mega-rt[tensorrt]' on a GPU machine)"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """CLI commands run in-process set torch's thread count; keep that from leaking into later tests."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -114,7 +114,9 @@ def test_deterministic_forward_matches_official(reference_dir, manifest, mesh_vq
         features = model.image_features(images)
         out = model.deterministic(features)
         verts = mesh_vqvae.decode(out.tokens)
-    _close(features, ref["det_backbone_features"])
+    # oneDNN picks its conv algorithm by thread count; with 1 thread the reduction order differs from
+    # the official run (7e-5 relative on activations up to ~6), so features are compared relative to scale
+    _close(features, ref["det_backbone_features"], TOL * max(1.0, float(np.abs(ref["det_backbone_features"]).max())))
     _close(out.logits, ref["det_logits"])
     _close(out.rot6d, ref["det_rot6d"])
     _close(out.cam_crop, ref["det_cam"])
