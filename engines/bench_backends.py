@@ -17,7 +17,8 @@ from engines.bench import BenchResult, _result, _time
 
 
 def find_or_export(cfg, spec, seed: int = 0, root: Path | None = None, assets_dir=None, progress=print) -> Path:
-    """The cached engine folder for random weights of `cfg` (exported on first use)."""
+    """An engine folder for random weights of `cfg`: a cached export of the same format, precision and
+    mode (and Q, T) whose batch range covers `spec.batch`, else a new export into the cache."""
     from engines.export import build_models, export_engine, folder_for, random_weights, weights_hash, ModelSource
     from engines.manifest import EngineMismatch, Manifest, check_files
 
@@ -27,13 +28,33 @@ def find_or_export(cfg, spec, seed: int = 0, root: Path | None = None, assets_di
 
         runtime_key = runtime_info().key
     folder = folder_for(cfg, weights_hash(random_weights(seed), cfg), spec, root, runtime_key)
-    try:
-        manifest = Manifest.read(folder)
-        check_files(manifest, folder)
-        progress(f"engine: {folder} (cached)")
-        return folder
-    except EngineMismatch:
-        pass
+    # any cached engine of these weights whose batch range covers the wanted one will do
+    lo, hi = spec.batch[0], spec.batch[2]
+    for candidate in [folder] + [m.parent for m in sorted(folder.parent.glob("*/manifest.json"))]:
+        try:
+            manifest = Manifest.read(candidate)
+            same = (manifest.format, manifest.precision, manifest.mode) == (
+                spec.format,
+                spec.precision,
+                "stochastic" if spec.stochastic else "deterministic",
+            )
+            if spec.stochastic:
+                same = same and (manifest.samples, manifest.steps) == (spec.samples, spec.steps)
+            if runtime_key and (manifest.tensorrt or {}).get("version") is None:
+                same = False
+            if not (same and manifest.batch[0] <= lo and manifest.batch[2] >= hi):
+                continue
+            check_files(manifest, candidate)
+            if runtime_key:
+                from engines.manifest import check_runtime
+                from engines.trt_build import runtime_info
+
+                info = runtime_info()
+                check_runtime(manifest, candidate, info.tensorrt_version, info.compute_capability, info.gpu_name)
+            progress(f"engine: {candidate} (cached)")
+            return candidate
+        except EngineMismatch:
+            continue
     progress(f"engine: exporting into {folder}")
     models = build_models(ModelSource(cfg, seed=seed), assets_dir)
     return export_engine(models, spec, root, progress=progress, parity=False).folder

@@ -441,9 +441,10 @@ def _train_errors():
     from train.config import ConfigError
     from train.data.crops import DatasetError
     from train.data.smpl import SmplError
+    from train.joints import RegressorError
     from train.loop import TrainingError
 
-    return (AssetError, CheckpointError, ConfigError, DatasetError, SmplError, TrainingError, FileNotFoundError)
+    return (AssetError, CheckpointError, ConfigError, DatasetError, RegressorError, SmplError, TrainingError, FileNotFoundError)
 
 
 @main.command("train")
@@ -538,7 +539,8 @@ def eval_cmd(stage, weights, tokenizer_path, crop_dirs, npz_path, image_dir, smp
     samples = _parse_samples(samples_text)
     try:
         from train.checkpoint import load_mega, load_mesh_vqvae
-        from train.data.joints import load_joint_regressor, synthetic_joint_regressor
+        from train.data.joints import synthetic_joint_regressor
+        from train.joints import load_joint_regressor
 
         joint_reg = load_joint_regressor(regressor) if regressor else None
         mean_mesh = mean_training_mesh(mean_from) if mean_from else None

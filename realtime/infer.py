@@ -22,7 +22,7 @@ class WeightsMissing(RuntimeError):
 
 NO_WEIGHTS = (
     "no MEGA weights: the demo weights are not installed (train/demo_weights/, built by "
-    "scripts/train_demo_weights.sh); pass --weights MEGA.pt --mesh-weights TOKENIZER.pt "
+    "train/train_demo_weights.sh); pass --weights MEGA.pt --mesh-weights TOKENIZER.pt "
     "(official ones: `mega-rt fetch --weights official`), or --random-weights to test the plumbing"
 )
 

@@ -124,3 +124,13 @@ def test_export_tensorrt_where_it_cannot_run_says_why_before_building(cache):
     assert result.exit_code == 1
     assert "mega-rt[tensorrt]" in result.output or "CUDA GPU" in result.output
     assert "building the PyTorch models" not in result.output  # refused before the slow part
+
+
+def test_bench_reuses_a_cached_engine_whose_batch_range_covers_the_request(cache):
+    result = _run("export", "--config", "mega_tiny", "--batch", "1:4:4", "--no-parity")
+    assert result.exit_code == 0, result.output
+    folder = _folder(result.stdout)
+    result = _run("bench", "--backend", "onnxruntime", "--config", "mega_tiny", "--batch", "2", "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    assert f"engine: {folder} (cached)" in result.output
+    assert len(list(folder.parent.iterdir())) == 1  # nothing new was exported

@@ -354,7 +354,7 @@ def test_demo_weights_recover_synthetic_people(tmp_path, assets_dir):
     from train.demo import DEMO_DIR
 
     if not (DEMO_DIR / "mega.pt").is_file():
-        pytest.skip(f"demo weights not installed in {DEMO_DIR} (scripts/train_demo_weights.sh)")
+        pytest.skip(f"demo weights not installed in {DEMO_DIR} (train/train_demo_weights.sh)")
     from realtime.synth import SceneConfig, write_scene_video
 
     video, npz = write_scene_video(tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0))

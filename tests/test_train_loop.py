@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -19,7 +20,7 @@ from train import body as body_lib
 from train.config import MeshVQVAEConfig, TrainConfig, config_to_dict
 from train.data.mixing import micro_batch_samples
 from train.distributed import DistInfo
-from train_fixtures import write_crop_fixture
+from train_fixtures import write_crop_fixture, write_smpl_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ TINY_MEGA = dict(
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, assets_dir):
-    """A tiny MEGA config, a random tokenizer checkpoint and a crop dataset."""
+    """A tiny MEGA config, a random tokenizer checkpoint, a crop dataset and an SMPL-format model."""
     from train.checkpoint import save_checkpoint
     from train.model.mesh_vqvae import MeshVQVAE
 
@@ -39,7 +40,11 @@ def files(tmp_path_factory, assets_dir):
     (root / "mega_tiny.yaml").write_text(yaml.safe_dump(TINY_MEGA))
     torch.manual_seed(0)
     save_checkpoint(root / "tokenizer.pt", MeshVQVAE.from_assets(MeshVQVAEConfig(), assets_dir), MeshVQVAEConfig())
-    write_crop_fixture(root / "crops", body_lib.load_rig(assets_dir), count=8)
+    rig = body_lib.load_rig(assets_dir)
+    write_crop_fixture(root / "crops", rig, count=8)
+    from train.data.joints import synthetic_joint_regressor
+
+    write_smpl_model(root / "SMPL_NEUTRAL.pkl", rig, synthetic_joint_regressor(assets_dir))
     return root
 
 
@@ -88,6 +93,19 @@ def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(files, tmp_path,
     with torch.no_grad():
         after = loss()
     assert after.item() < before.item()
+
+
+def test_optimiser_is_adamw_with_the_papers_settings_and_a_warm_cosine_schedule(files, tmp_path):
+    from train.loop import lr_factor, make_optimizer
+    from train.stages import build_stage
+
+    cfg = make_cfg(files, "pretrain", tmp_path, lr=1e-3, lr_reference_batch=256, batch_size=16, weight_decay=0.05)
+    stage = build_stage(cfg, DistInfo())
+    opt = make_optimizer(stage, cfg)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.99) and opt.defaults["weight_decay"] == 0.05
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 16 / 256)  # the official batch / 256 scaling
+    factors = [lr_factor(s, 10, 110, 0.0) for s in range(110)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[60] == pytest.approx(0.5) and factors[-1] < 1e-3
 
 
 # ---- DDP -----------------------------------------------------------------------------------------
@@ -254,6 +272,34 @@ def test_final_artefacts_load_with_the_checkpoint_loaders_and_evaluate(files, tm
     for key in ("det_pve", "det_mpjpe", "det_pa_mpjpe", "q3_best_pve", "q3_mean_pve", "q3_vertex_std", "baseline_pve_canonical"):
         assert result[key] > 0, key
     assert result["q3_best_pve"] <= result["q1_best_pve"] + 1e-6
+    # a 3DPW/EMDB file as the VQ-HPS preprocessing writes it, with a user regressor (17 joints)
+    npz = _vqhps_fixture(tmp_path / "3dpw", files)
+    np.save(tmp_path / "J_regressor_h36m.npy", np.full((17, 6890), 1 / 6890, np.float32))
+    proc = cli("eval", "hmr", "--weights", str(tmp_path / "hmr" / "final.pt"), "--tokenizer", str(tmp_path / "tok" / "final.pt"),
+               "--npz", str(npz), "--image-dir", str(tmp_path / "3dpw"), "--smpl-model", str(files / "SMPL_NEUTRAL.pkl"),
+               "--regressor", str(tmp_path / "J_regressor_h36m.npy"), "--samples", "2", "--steps", "2")  # fmt: skip
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "det_pa_mpjpe" in out and "q2_best_pve" in out
+    proc = cli("eval", "hmr", "--weights", str(tmp_path / "hmr" / "final.pt"), "--tokenizer", str(tmp_path / "tok" / "final.pt"),
+               "--npz", str(npz), "--smpl-model", str(files / "SMPL_NEUTRAL.pkl"))  # fmt: skip
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--regressor" in err and len(err.strip().splitlines()) == 1
+
+
+def _vqhps_fixture(folder: Path, files: Path) -> Path:
+    import cv2
+
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"image_{i:05d}.jpg"), np.full((240, 320, 3), 40 * i, np.uint8))
+    rng = np.random.default_rng(0)
+    np.savez(folder / "3DPW_test.npz", imgname=np.array([f"image_{i:05d}.jpg" for i in range(3)]),
+             center=np.full((3, 2), [160, 120], np.float32), scale=np.full(3, 200 / 180.0, np.float32),
+             root_orient=np.tile(np.array([[np.pi, 0, 0]], np.float32), (3, 1)),
+             pose_body=0.1 * rng.standard_normal((3, 63)).astype(np.float32), betas=np.zeros((3, 10), np.float32),
+             gender=np.array(["male", "female", "male"]))  # fmt: skip
+    return folder / "3DPW_test.npz"
 
 
 def test_cli_rejects_bad_input_in_one_line(files, tmp_path):

@@ -208,6 +208,9 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 1e-3
+    # 0: `lr` is the learning rate. N > 0: `lr` is a base rate per N samples and the run uses
+    # lr * batch_size / N (the official code scales its 1e-3 by batch / 256).
+    lr_reference_batch: int = 0
     betas: tuple[float, ...] = (0.9, 0.99)
     weight_decay: float = 0.05
     warmup_steps: int = 500

@@ -49,12 +49,16 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def base_lr(cfg: TrainConfig) -> float:
+    """The learning rate of the run (see TrainConfig.lr_reference_batch)."""
+    return cfg.lr * cfg.batch_size / cfg.lr_reference_batch if cfg.lr_reference_batch > 0 else cfg.lr
+
+
 def make_optimizer(stage, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = [
-        {"params": g["params"], "lr": cfg.lr * g["lr_scale"]} for g in stage.param_groups if g["params"]
-    ]
+    lr = base_lr(cfg)
+    groups = [{"params": g["params"], "lr": lr * g["lr_scale"]} for g in stage.param_groups if g["params"]]
     fused = {"fused": True} if all(p.is_cuda for g in groups for p in g["params"]) else {}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fused)
 
 
 def make_scheduler(optimizer, cfg: TrainConfig):
@@ -183,6 +187,7 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
     from train.data.batches import StepSampler
     from train.stages import build_stage
 
+    started = time.perf_counter()  # the whole invocation: building the data (e.g. tokenizing) included
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     per_process = cfg.batch_size // (cfg.grad_accum * info.world)
@@ -245,7 +250,7 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
         bar = tqdm(total=cfg.steps, initial=start, desc=stage.name, unit="step", dynamic_ncols=True)
     window: dict[str, float] = {}
     window_steps, window_start = 0, time.perf_counter()
-    started, last_terms, step = time.perf_counter(), {}, start
+    loop_started, last_terms, step = time.perf_counter(), {}, start
     batches = iter(loader)
     try:
         with _Signals() as signals:
@@ -292,11 +297,12 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
         if bar is not None:
             bar.close()
         scalars.close()
-    wall = time.perf_counter() - started
+    now = time.perf_counter()
     metrics = {
         "stage": stage.name, "steps_done": stop, "steps_total": cfg.steps, "samples_seen": stop * cfg.batch_size,
-        "processes": info.world, "device": str(device), "wall_s_this_invocation": wall,
-        "samples_per_s": (stop - start) * cfg.batch_size / max(wall, 1e-9), "final": last_terms,
+        "processes": info.world, "device": str(device), "wall_s_this_invocation": now - started,
+        "wall_s_training_steps": now - loop_started,
+        "samples_per_s": (stop - start) * cfg.batch_size / max(now - loop_started, 1e-9), "final": last_terms,
     }  # fmt: skip
     if info.main and stop == cfg.steps:
         from train.checkpoint import save_checkpoint

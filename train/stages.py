@@ -8,7 +8,9 @@
 - hmr: MEGA from images, starting from the pre-trained token model: the same masking on the mesh
   tokens with the image tokens always visible, token cross-entropy; plus the rotation (Frobenius
   distance) and camera (L1 on the ground-truth joints, turned by the predicted rotation and projected
-  with the predicted weak-perspective camera) losses of the rotation/camera head.
+  with the predicted weak-perspective camera) losses of the rotation/camera head. The official code
+  projects the joints of the decoded *predicted* mesh instead (without gradient to the tokens); the
+  ground-truth joints give the head the same supervision whatever the token predictions are.
 """
 
 from __future__ import annotations

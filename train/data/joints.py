@@ -4,7 +4,7 @@ Metrics and the 2D reprojection loss need joints from *vertices* (a predicted me
 For the synthetic body the joint centre of part k is, by construction (train/body.py), the centroid of
 the band of vertices where part k meets its parent; the same average over the posed vertices is a
 linear regressor (24, 6890) that follows the mesh wherever it goes. Real data brings its own regressor
-(SMPL's J_regressor, or the H36M one for evaluation).
+(SMPL's J_regressor, or the H36M one for evaluation: `train.joints.load_joint_regressor`).
 """
 
 from __future__ import annotations
@@ -50,23 +50,3 @@ def synthetic_joint_regressor(assets_dir=None) -> torch.Tensor:
         reg[k, band] = 1.0 / band.size
     reg[0] = reg[[1, 2, 3]].mean(0)  # the pelvis: its three children's centres, as the rig
     return torch.from_numpy(reg.astype(np.float32))
-
-
-def load_joint_regressor(path) -> torch.Tensor:
-    """A user-supplied J_regressor (.npy, or .npz with one array / key `J_regressor`), (J, 6890) float32."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: joint regressor not found (give a .npy/.npz J_regressor of shape (24 or 17, 6890))")
-    data = np.load(path, allow_pickle=False)
-    if isinstance(data, np.lib.npyio.NpzFile):
-        keys = list(data.keys())
-        key = "J_regressor" if "J_regressor" in keys else (keys[0] if len(keys) == 1 else None)
-        if key is None:
-            raise ValueError(f"{path}: expected one array or a key 'J_regressor', found {keys}")
-        data = data[key]
-    reg = np.asarray(data, np.float32)
-    if reg.ndim != 2 or reg.shape[1] != body_lib.NUM_VERTS:
-        raise ValueError(f"{path}: a joint regressor must be (J, {body_lib.NUM_VERTS}), got {reg.shape}")
-    return torch.from_numpy(reg)
