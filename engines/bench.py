@@ -81,9 +81,8 @@ def bench_model(
     from train.model.inference import prepare_for_inference
 
     # bf16 autocast: a speed option (oneDNN avx512_bf16 / tensor cores), not exact to fp32
-    autocast = (
-        (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
-    )
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = (lambda: torch.autocast(dev.type, dtype=half)) if half is not None else contextlib.nullcontext
     with torch.inference_mode():
         det = Mega(cfg, with_encoder=False).eval().to(dev)
         if optimize:
@@ -102,6 +101,7 @@ def bench_model(
             r = _result("deterministic (MEGA)", b, _time(run_det, repeats, warmup, dev), b, precision=precision)
             progress(r.line())
             results.append(r)
+            # the mesh decoder stays fp32 (its output is the user's mesh in mm)
             r = _result("mesh-vqvae decode", b, _time(lambda: vq.decode(tokens), repeats, warmup, dev), b)
             progress(r.line())
             results.append(r)

@@ -62,7 +62,7 @@ def _sha256(path: Path) -> str:
 
 def build_models(source: ModelSource, assets_dir=None, expect_sha256: dict | None = None) -> Models:
     """Build (or load) MEGA in both forms and the Mesh-VQ-VAE, in eval mode on the CPU."""
-    from train.checkpoint import load_mega
+    from train.checkpoint import load_mega, load_mesh_vqvae
     from train.config import MeshVQVAEConfig, builtin_config
     from train.model.mega import Mega, fold_empty_encoder
     from train.model.mesh_vqvae import MeshVQVAE
@@ -80,8 +80,8 @@ def build_models(source: ModelSource, assets_dir=None, expect_sha256: dict | Non
     mesh_cfg = builtin_config("mesh_vqvae", MeshVQVAEConfig)
     if source.mesh_weights is not None:
         path = Path(source.mesh_weights)
-        # the official checkpoint carries no config: it is config_medium (configs/mesh_vqvae.yaml)
-        mesh_vqvae = MeshVQVAE.from_assets(mesh_cfg, assets_dir).load_official(path).eval()
+        # an own checkpoint embeds its config; the official one carries none and is configs/mesh_vqvae.yaml
+        mesh_vqvae, mesh_cfg = load_mesh_vqvae(path, assets_dir=assets_dir)
         weights["mesh"] = {"path": str(path.resolve()), "sha256": _sha256(path)}
     else:
         torch.manual_seed(source.seed + 1)
@@ -298,15 +298,14 @@ def export_engine(models: Models, spec: ExportSpec, root: Path | None = None, pr
         timing_cache = engines_root() / "timing" / f"{trt_info.key}.cache" if trt_info else None
         if spec.format == "torch-tensorrt":
             # straight from the PyTorch module: no ONNX in between (this is also the bf16 path)
-            from engines.trt_build import BuildError, build_plan_torch_tensorrt, plan_io_names
+            from engines.trt_build import BuildError, PlanTarget, build_plan_torch_tensorrt, plan_io_names
 
             progress(f"[{i}/{n}] {g}: building with torch-tensorrt ({spec.precision}) for {trt_info.gpu_name}")
             # an example batch of 1 would be specialised by torch.export; use 2 when the range allows
             example = min(max(2, spec.batch[0]), spec.batch[2])
             feeds = adapters.example_inputs(g, example, cfg, spec.rows(g), seed=i)
-            info = build_plan_torch_tensorrt(
-                module, feeds, folder / f"{g}.plan", shapes, int(spec.workspace_gib * (1 << 30)), timing_cache, log=progress
-            )
+            target = PlanTarget(folder / f"{g}.plan", shapes, int(spec.workspace_gib * (1 << 30)), timing_cache)
+            info = build_plan_torch_tensorrt(module, feeds, target, log=progress)
             ins, outs = plan_io_names(folder / f"{g}.plan")
             ours = adapters.GRAPHS[g]
             if len(ins) != len(ours.inputs) or len(outs) != len(ours.outputs):
@@ -323,12 +322,11 @@ def export_engine(models: Models, spec: ExportSpec, root: Path | None = None, pr
             info = export_graph(module, feeds, adapters.GRAPHS[g].outputs, folder / f"{g}.onnx", spec.opset)
             info["onnx"] = info["file"]
             if spec.format == "tensorrt":
-                from engines.trt_build import build_plan
+                from engines.trt_build import PlanTarget, build_plan
 
                 progress(f"[{i}/{n}] {g}: building TensorRT {trt_info.tensorrt_version} plan for {trt_info.gpu_name}")
-                built = build_plan(
-                    folder / f"{g}.onnx", folder / f"{g}.plan", shapes, int(spec.workspace_gib * (1 << 30)), timing_cache, log=progress
-                )
+                target = PlanTarget(folder / f"{g}.plan", shapes, int(spec.workspace_gib * (1 << 30)), timing_cache)
+                built = build_plan(folder / f"{g}.onnx", target, log=progress)
                 info.update(built, file=f"{g}.plan")
         info["profile"] = profile
         if spec.format != "onnx":

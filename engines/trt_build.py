@@ -70,20 +70,24 @@ def _network_flags(trt) -> int:
     return 0 if flag is None else 1 << int(flag)
 
 
-def build_plan(
-    onnx_path: str | Path,
-    plan_path: str | Path,
-    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
-    workspace_bytes: int,
-    timing_cache_path: str | Path | None = None,
-    log=print,
-) -> dict:
-    """Parse `onnx_path`, build one optimization profile, serialise the plan to `plan_path`.
+@dataclass(frozen=True)
+class PlanTarget:
+    """What both builders are asked for: where the plan goes, its one profile, workspace and timing cache."""
 
-    `profile`: input name -> (min, opt, max) shapes. Returns {"seconds", "bytes", "timing_cache"}.
+    path: Path
+    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input name -> (min, opt, max) shapes
+    workspace_bytes: int
+    timing_cache: Path | None = None  # shared by builds on the same TensorRT version and GPU
+
+
+def build_plan(onnx_path: str | Path, target: PlanTarget, log=print) -> dict:
+    """Parse `onnx_path`, build one optimization profile, serialise the plan to `target.path`.
+
+    Returns {"seconds", "bytes", "timing_cache"}.
     """
     trt = require("tensorrt")
-    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    onnx_path = Path(onnx_path)
+    profile, timing_cache_path = target.profile, target.timing_cache
     builder = trt.Builder(logger(trt))
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger(trt))
@@ -93,7 +97,7 @@ def build_plan(
         raise BuildError(f"{onnx_path.name}: TensorRT {trt.__version__} cannot parse it: {errors[0] if errors else 'unknown error'}")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(target.workspace_bytes))
     opt_profile = builder.create_optimization_profile()
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     if set(profile) != names:
@@ -115,27 +119,30 @@ def build_plan(
     if plan is None:
         raise BuildError(f"{onnx_path.name}: TensorRT {trt.__version__} failed to build the engine (see the log above)")
     seconds = time.perf_counter() - t0
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = plan_path.with_name(plan_path.name + ".tmp")
-    tmp.write_bytes(bytes(plan))
-    tmp.replace(plan_path)
+    info = _save_plan(plan, target, seconds, log)
     if cache is not None:
-        tmp = timing_cache_path.with_name(timing_cache_path.name + ".tmp")
-        tmp.write_bytes(bytes(cache.serialize()))
-        tmp.replace(timing_cache_path)
-    log(f"  built {plan_path.name} in {seconds:.1f} s ({plan_path.stat().st_size / 1e6:.1f} MB)")
-    return {"seconds": round(seconds, 2), "bytes": plan_path.stat().st_size, "timing_cache": str(timing_cache_path) if cache else None}
+        _write_atomic(timing_cache_path, bytes(cache.serialize()))
+    return info
 
 
-def build_plan_torch_tensorrt(
-    module,
-    feeds: dict,
-    plan_path: str | Path,
-    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
-    workspace_bytes: int,
-    timing_cache_path: str | Path | None = None,
-    log=print,
-) -> dict:
+def _write_atomic(path: Path, data: bytes) -> None:
+    # a build killed mid-write must not leave a truncated plan or cache that a later run loads
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _save_plan(plan, target: PlanTarget, seconds: float, log, how: str = "") -> dict:
+    """Write a serialised plan to `target.path`, log it, and return what the manifest records of the build."""
+    path = Path(target.path)
+    _write_atomic(path, bytes(plan))
+    size = path.stat().st_size
+    log(f"  built {path.name}{how} in {seconds:.1f} s ({size / 1e6:.1f} MB)")
+    return {"seconds": round(seconds, 2), "bytes": size, "timing_cache": str(target.timing_cache) if target.timing_cache else None}
+
+
+def build_plan_torch_tensorrt(module, feeds: dict, target: PlanTarget, log=print) -> dict:
     """torch.export the adapter and let torch-tensorrt (dynamo) write a plain TensorRT plan.
 
     The module must already be in its target precision: since torch-tensorrt 2.13 the top-level
@@ -145,7 +152,7 @@ def build_plan_torch_tensorrt(
     import torch
 
     torch_trt = require("torch_tensorrt")
-    plan_path = Path(plan_path)
+    plan_path, profile = Path(target.path), target.profile
     lo, hi = min(p[0][0] for p in profile.values()), max(p[2][0] for p in profile.values())
     # every input shares the one batch dim; a fixed batch exports static shapes
     batch = torch.export.Dim("batch", min=lo, max=hi) if hi > lo else None
@@ -165,10 +172,10 @@ def build_plan_torch_tensorrt(
     convert = torch_trt.dynamo.convert_exported_program_to_serialized_trt_engine
     wanted = {
         "arg_inputs": inputs,
-        "workspace_size": int(workspace_bytes),
+        "workspace_size": int(target.workspace_bytes),
         "use_explicit_typing": True,  # keep the precision the module was cast to (strong typing)
         "require_full_compilation": True,
-        "timing_cache_path": str(timing_cache_path) if timing_cache_path else None,
+        "timing_cache_path": str(target.timing_cache) if target.timing_cache else None,
     }
     accepted = inspect.signature(convert).parameters
     kwargs = {k: v for k, v in wanted.items() if k in accepted and v is not None}
@@ -179,10 +186,7 @@ def build_plan_torch_tensorrt(
     if not plan:
         raise BuildError(f"{plan_path.name}: torch-tensorrt returned no engine (an unsupported op? see the log above)")
     seconds = time.perf_counter() - t0
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    plan_path.write_bytes(bytes(plan))
-    log(f"  built {plan_path.name} with torch-tensorrt {torch_trt.__version__} in {seconds:.1f} s")
-    return {"seconds": round(seconds, 2), "bytes": plan_path.stat().st_size, "timing_cache": str(timing_cache_path) if timing_cache_path else None}
+    return _save_plan(plan, target, seconds, log, how=f" with torch-tensorrt {torch_trt.__version__}")
 
 
 def plan_io_names(plan_path: str | Path) -> tuple[list[str], list[str]]:

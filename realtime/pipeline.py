@@ -252,7 +252,7 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
         final = dict(num_frames=np.int32(summary.frames), frames_skipped=np.int32(source.skipped), frames_dropped=np.int32(source.dropped), status=summary.status)
         for s in sinks:
             try:
-                s.close(ok, final) if hasattr(s, "rows") else s.close(ok)
+                s.close(ok, final) if isinstance(s, ResultsSink) else s.close(ok)
             except Exception as e:  # one sink failing to close must not lose the others
                 errors.append(e)
         if old_term is not None:

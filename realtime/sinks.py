@@ -13,12 +13,21 @@ Results npz (schema "mega-rt-results/1"), one row per person and frame (M rows):
     samples, steps, source, weights, faces (13776,3) int32.
 The JSONL summary has one line per frame: {"frame", "people": [{"track_id", "box", "score", "cam_t"}]},
 flushed as it goes.
+
+The per-row arrays are not held in memory: every `chunk_rows` rows (256) they are appended to raw
+files in a hidden spill folder beside the target, `.<stem>.<pid>.spill/<key>.bin` (C order, the dtypes
+above), and at close the npz is streamed together from them. A process killed outright (SIGKILL, power
+loss) cannot finalise: the spill folder, the `.partial` files and any old outputs stay as they were.
+The rows of every chunk spilled so far are in the .bin files (the last may be cut short), e.g.
+`np.fromfile(".o.123.spill/verts.bin", np.float16).reshape(-1, 6890, 3)`, and the .partial.jsonl has
+every frame; delete the folder when done. A later run with the same pid (containers reuse them) clears it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +35,11 @@ import numpy as np
 from realtime.types import FrameResult
 
 RESULTS_SCHEMA = "mega-rt-results/1"
+# the per-row arrays, in file order, and their shapes when nobody was seen (vertex_std is then absent)
+ROW_DTYPES = {"frame": np.int32, "track_id": np.int64, "box_xyxy": np.float32, "score": np.float32, "tokens": np.int16, "rotmat": np.float32,
+              "cam_crop": np.float32, "cam_t": np.float32, "verts": np.float16, "vertex_std": np.float16}  # fmt: skip
+EMPTY_SHAPES = {"frame": (0,), "track_id": (0,), "box_xyxy": (0, 4), "score": (0,), "tokens": (0, 1, 54), "rotmat": (0, 3, 3), "cam_crop": (0, 3),
+                "cam_t": (0, 3), "verts": (0, 6890, 3)}  # fmt: skip
 
 
 class SinkError(RuntimeError):
@@ -35,6 +49,11 @@ class SinkError(RuntimeError):
 def tmp_path(path: Path) -> Path:
     # keeps the suffix: OpenCV picks the container from it
     return path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+
+
+def spill_path(path: Path) -> Path:
+    """The hidden folder beside `path` where ResultsSink spills its rows until close."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.spill")
 
 
 def check_writable(path: Path) -> None:
@@ -96,19 +115,38 @@ class WindowSink:
 
 
 class ResultsSink:
-    """Rows kept in memory (float16 vertices: 41 kB per person and frame), written at close."""
+    """Rows spilled to disk in chunks as they come; the npz is assembled from the spill at close.
 
-    def __init__(self, path, meta: dict, faces: np.ndarray):
+    RAM holds at most `chunk_rows` rows (`buffered_rows` never exceeds it): a 10-minute video of three
+    people is GBs of float16 vertices, and a crash must not lose what was already written.
+    """
+
+    def __init__(self, path, meta: dict, faces: np.ndarray, chunk_rows: int = 256):
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
         self.path = Path(path)
         check_writable(self.path)
         self.tmp = tmp_path(self.path)
+        self.spill_dir = spill_path(self.path)
         self.jsonl_path = self.path.with_suffix(".jsonl")
         self.jsonl_tmp = tmp_path(self.jsonl_path)
-        self.jsonl = open(self.jsonl_tmp, "w")
         self.meta = meta
         self.faces = faces.astype(np.int32)
-        self.rows: dict[str, list] = {k: [] for k in ("frame", "track_id", "box_xyxy", "score", "tokens", "rotmat", "cam_crop", "cam_t", "verts", "vertex_std")}
+        self.chunk_rows = chunk_rows
+        self.buffered_rows = 0  # rows in RAM, waiting for the next spill
+        self.peak_buffered_rows = 0
         self.frames = 0
+        self._buffer: dict[str, list[np.ndarray]] = {k: [] for k in ROW_DTYPES}
+        self._spilled: dict[str, tuple[int, tuple[int, ...]]] = {}  # key -> (rows on disk, shape of a row)
+        self._closed = False
+        try:
+            # the pid in the name is reused across container runs: a same-named folder is a dead run's
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+            self.spill_dir.mkdir()
+            self.jsonl = open(self.jsonl_tmp, "w")
+        except OSError as e:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+            raise SinkError(f"{self.path}: cannot create temporary files ({e.strerror})") from None
 
     def write(self, r: FrameResult):
         k = r.boxes_xyxy.shape[0]
@@ -119,42 +157,110 @@ class ResultsSink:
         self.jsonl.flush()
         if k == 0:
             return
-        rows = self.rows
-        rows["frame"].append(np.full(k, r.frame.index, np.int32))
-        rows["track_id"].append(r.track_ids.astype(np.int64))
-        rows["box_xyxy"].append(r.boxes_xyxy.astype(np.float32))
-        rows["score"].append(r.scores.astype(np.float32))
-        rows["tokens"].append(r.tokens.astype(np.int16))
-        rows["rotmat"].append(r.rotmat.astype(np.float32))
-        rows["cam_crop"].append(r.cam_crop.astype(np.float32))
-        rows["cam_t"].append(r.cam_t_full.astype(np.float32))
-        rows["verts"].append(r.verts_cam.astype(np.float16))
-        if r.vertex_std is not None:
-            rows["vertex_std"].append(r.vertex_std.astype(np.float16))
+        columns = _row_columns(r)
+        start = 0
+        while start < k:  # a frame may straddle a chunk boundary: split it so the bound holds exactly
+            take = min(k - start, self.chunk_rows - self.buffered_rows)
+            for key, a in columns.items():
+                self._buffer[key].append(a[start : start + take])
+            self.buffered_rows += take
+            self.peak_buffered_rows = max(self.peak_buffered_rows, self.buffered_rows)
+            start += take
+            if self.buffered_rows >= self.chunk_rows:
+                self._spill()
 
     def close(self, ok: bool, final_meta: dict | None = None):
+        if self._closed:
+            return
+        self._closed = True
         self.jsonl.close()
         if not ok:
-            self.tmp.unlink(missing_ok=True)
-            self.jsonl_tmp.unlink(missing_ok=True)
+            self._discard()
             return
-        empty = {"frame": (0,), "track_id": (0,), "box_xyxy": (0, 4), "score": (0,), "tokens": (0, 1, 54), "rotmat": (0, 3, 3), "cam_crop": (0, 3), "cam_t": (0, 3), "verts": (0, 6890, 3)}
-        dtypes = {"frame": np.int32, "track_id": np.int64, "tokens": np.int16, "verts": np.float16}
-        arrays = {}
-        for k, v in self.rows.items():
-            if v:
-                arrays[k] = np.concatenate(v)
-            elif k in empty:
-                arrays[k] = np.zeros(empty[k], dtypes.get(k, np.float32))
-        meta = {**self.meta, **(final_meta or {})}
-        for k, v in meta.items():
-            arrays[k] = np.asarray(v)
-        arrays["schema"] = np.asarray(RESULTS_SCHEMA)
-        arrays["faces"] = self.faces
-        with open(self.tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(self.tmp, self.path)
-        os.replace(self.jsonl_tmp, self.jsonl_path)
+        try:
+            self._spill()
+            self._assemble({**self.meta, **(final_meta or {})})
+            os.replace(self.tmp, self.path)
+            os.replace(self.jsonl_tmp, self.jsonl_path)
+        except OSError as e:
+            self._discard()
+            raise SinkError(f"{self.path}: cannot write the results ({e.strerror or e})") from None
+        except BaseException:
+            self._discard()
+            raise
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+    def _spill(self):
+        """Append the buffered rows to one raw file per key; the OS has them once this returns."""
+        if self.buffered_rows == 0:
+            return
+        try:
+            for key, parts in self._buffer.items():
+                if not parts:
+                    continue
+                rows, row_shape = self._spilled.get(key, (0, parts[0].shape[1:]))
+                with open(self.spill_dir / f"{key}.bin", "ab") as fh:
+                    for a in parts:
+                        if a.shape[1:] != row_shape:  # np.fromfile could not tell: the file would be garbage
+                            raise SinkError(f"{self.path}: {key} rows changed shape from {row_shape} to {a.shape[1:]} mid-run")
+                        fh.write(np.ascontiguousarray(a).data)
+                        rows += a.shape[0]
+                self._spilled[key] = (rows, row_shape)
+                parts.clear()
+        except OSError as e:
+            raise SinkError(f"{self.spill_dir}: cannot spill results ({e.strerror})") from None
+        self.buffered_rows = 0
+        counts = {n for n, _ in self._spilled.values()}
+        if len(counts) > 1:  # e.g. vertex_std on some rows only: the arrays would not line up
+            raise SinkError(f"{self.path}: the result arrays have different row counts {sorted(counts)}")
+
+    def _assemble(self, meta: dict):
+        """Write the npz to self.tmp, streaming each spilled array (never whole in memory)."""
+        import zipfile
+
+        with zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, dtype in ROW_DTYPES.items():
+                if key in self._spilled:
+                    rows, row_shape = self._spilled[key]
+                    _stream_npy(zf, key, self.spill_dir / f"{key}.bin", np.dtype(dtype), (rows, *row_shape))
+                elif key in EMPTY_SHAPES:  # vertex_std stays absent in deterministic runs
+                    _write_npy(zf, key, np.zeros(EMPTY_SHAPES[key], dtype))
+            for key, value in meta.items():
+                _write_npy(zf, key, np.asarray(value))
+            _write_npy(zf, "schema", np.asarray(RESULTS_SCHEMA))
+            _write_npy(zf, "faces", self.faces)
+
+    def _discard(self):
+        for p in (self.tmp, self.jsonl_tmp):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+
+def _row_columns(r: FrameResult) -> dict[str, np.ndarray]:
+    """One frame's rows, one array per npz key, in the file's dtypes."""
+    k = r.boxes_xyxy.shape[0]
+    cols = dict(frame=np.full(k, r.frame.index), track_id=r.track_ids, box_xyxy=r.boxes_xyxy, score=r.scores, tokens=r.tokens,
+                rotmat=r.rotmat, cam_crop=r.cam_crop, cam_t=r.cam_t_full, verts=r.verts_cam)  # fmt: skip
+    if r.vertex_std is not None:
+        cols["vertex_std"] = r.vertex_std
+    return {key: np.asarray(a).astype(ROW_DTYPES[key], copy=False) for key, a in cols.items()}
+
+
+def _write_npy(zf, key: str, array: np.ndarray) -> None:
+    with zf.open(f"{key}.npy", "w", force_zip64=True) as out:
+        np.lib.format.write_array(out, array, allow_pickle=False)
+
+
+def _stream_npy(zf, key: str, src: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """`key`.npy from a raw spill file: the header np.save would write, then the bytes in blocks."""
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if src.stat().st_size != expected:  # a short write (disk full) must not become a silently shifted array
+        raise SinkError(f"{src}: holds {src.stat().st_size} bytes, expected {expected} for {key} {shape}")
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(int(n) for n in shape)}
+    # force_zip64: the size is not known to zipfile up front and may pass 4 GiB (verts of long videos)
+    with zf.open(f"{key}.npy", "w", force_zip64=True) as out, open(src, "rb") as fh:
+        np.lib.format.write_array_header_1_0(out, header)
+        shutil.copyfileobj(fh, out, 1 << 20)
 
 
 class MeshExportSink:

@@ -60,6 +60,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs TensorRT (pip install 'mega-rt[tensorrt]' on a GPU machine)"))
 
 
+@pytest.fixture(scope="module")
+def model(assets_dir):
+    """The synthetic body (train.body) of the rendering tests; modules meaning another model define their own."""
+    from train import body as B
+
+    return B.SyntheticBody(B.load_rig(assets_dir))
+
+
+@pytest.fixture(scope="module")
+def renderer(model):
+    """An EGL renderer of the body's faces; skips (saying why) where no EGL context can be made."""
+    from realtime.render import MeshRenderer, RendererUnavailable
+
+    try:
+        r = MeshRenderer(model.faces)
+    except RendererUnavailable as e:
+        pytest.skip(str(e))
+    yield r
+    r.close()
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_threads():
     """CLI commands run in-process set torch's thread count; keep that from leaking into later tests."""

@@ -107,7 +107,10 @@ def test_mini_features_match_official(reference_dir, name):
         features = model(torch.from_numpy(images)).numpy()
     assert features.shape == (images.shape[0], model.channels, *model.feature_hw)
     assert features.shape == expected.shape
-    np.testing.assert_allclose(features, expected, rtol=0, atol=1e-4)
+    # features reach ~15: oneDNN picks another convolution algorithm at 1 thread, whose fp32 rounding
+    # differs by ~2e-5 of the feature scale (small features inherit it), so the bound follows the scale
+    atol = max(1e-4, 3e-5 * float(np.abs(expected).max()))
+    np.testing.assert_allclose(features, expected, rtol=0, atol=atol)
     check_backbone_matches_config(MINI[name], model)
 
 

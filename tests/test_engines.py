@@ -296,6 +296,66 @@ def test_a_plan_needs_tensorrt_and_says_which_extra(det_fp32, tmp_path, monkeypa
         load_backend(folder / "det.plan")
 
 
+def _stand_in_tensorrt(calls: dict):
+    """Just enough of the TensorRT builder API for engines.trt_build.build_plan, recording what it is given."""
+    import types
+    from types import SimpleNamespace as NS
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            calls["workspace"] = size
+
+        def add_optimization_profile(self, profile):
+            calls["profile"] = profile.shapes
+
+        def create_timing_cache(self, blob):
+            calls["cache_in"] = blob
+            return NS(serialize=lambda: b"cache-out")
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            calls["ignore_mismatch"] = ignore_mismatch
+
+    class Profile:
+        shapes: dict = {}
+
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes = {**self.shapes, name: (lo, opt, hi)}
+
+    network = NS(num_inputs=1, get_input=lambda i: NS(name="crops"))
+    builder = NS(create_network=lambda flags: network, create_builder_config=Config, create_optimization_profile=Profile,
+                 build_serialized_network=lambda net, config: b"plan-bytes")  # fmt: skip
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.99-stand-in"
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
+    trt.NetworkDefinitionCreationFlag = NS(STRONGLY_TYPED=0)
+    trt.MemoryPoolType = NS(WORKSPACE="workspace")
+    trt.Builder = lambda logger: builder
+    trt.OnnxParser = lambda net, logger: NS(parse_from_file=lambda path: True, num_errors=0)
+    return trt
+
+
+def test_trt_build_plan_writes_plan_and_timing_cache_with_a_stand_in_tensorrt(tmp_path, monkeypatch):
+    """The builder's plumbing (profile, workspace, atomic plan and cache files) runs without a GPU."""
+    import sys
+
+    from engines import trt_build
+
+    calls: dict = {}
+    monkeypatch.setitem(sys.modules, "tensorrt", _stand_in_tensorrt(calls))
+    monkeypatch.setattr(trt_build, "_LOGGER", None)  # the process-wide logger must not keep the stand-in
+    (tmp_path / "timing.cache").write_bytes(b"cache-in")
+    shapes = {"crops": ((1, 3, 64, 64), (2, 3, 64, 64), (8, 3, 64, 64))}
+    target = trt_build.PlanTarget(tmp_path / "out" / "det.plan", shapes, 1 << 30, tmp_path / "timing.cache")
+    logged = []
+    info = trt_build.build_plan(tmp_path / "det.onnx", target, log=logged.append)
+    assert (tmp_path / "out" / "det.plan").read_bytes() == b"plan-bytes"
+    assert (tmp_path / "timing.cache").read_bytes() == b"cache-out" and calls["cache_in"] == b"cache-in"
+    assert calls["workspace"] == 1 << 30 and calls["profile"] == shapes and calls["ignore_mismatch"] is False
+    assert info == {"seconds": info["seconds"], "bytes": len(b"plan-bytes"), "timing_cache": str(tmp_path / "timing.cache")}
+    assert logged and "det.plan" in logged[0]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_missing_onnxruntime_names_the_extra(det_fp32, monkeypatch):
     import sys
 

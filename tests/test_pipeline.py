@@ -238,6 +238,27 @@ def test_export_meshes_writes_one_obj_per_track_and_frame(synth_clip, tmp_path):
     assert text.count("\nv ") == 6890 and text.count("\nf ") == 13776
 
 
+@pytest.mark.parametrize("command", [["bench", "--pipeline"], ["bench-pipeline"]], ids=["bench --pipeline", "bench-pipeline"])
+def test_pipeline_benchmark_reports_fps_and_stage_ms(command, synth_clip, tmp_path):
+    """`bench --pipeline IN` is `bench-pipeline IN` with bench's options; --config means random weights of it."""
+    import json
+
+    video, npz = synth_clip
+    out = tmp_path / "bench.json"
+    tiny = ["--config", "mega_tiny", "--threads", 1] + (["--random-weights"] if command == ["bench-pipeline"] else [])
+    r = _cli([*command, video, *tiny, "--json", out, "--boxes", npz, "--max-frames", 3, "--no-render"], expect=0)
+    figures = json.loads(out.read_text())
+    assert figures["frames"] == 3 and figures["fps"] > 0 and figures["threads"] == 1
+    assert "random weights (mega_tiny" in figures["weights"] and figures["samples"] == 1
+    assert {"detect", "crop", "mega", "pose"} <= set(figures["stage_ms_per_frame"])
+    assert "fps" in r.output
+
+
+def test_bench_rejects_pipeline_options_without_pipeline():
+    r = _cli(["bench", "--max-frames", 3], expect=2)
+    assert "--max-frames 3" in r.output and "--pipeline" in r.output and len(r.output.strip().splitlines()) == 1
+
+
 def test_stream_on_a_file_records_and_reports_latency(street, tmp_path):
     out = tmp_path / "s.mp4"
     r = _cli(["stream", "--camera", street, "--no-show", "--out", out, "--detector", "full-frame", "--max-frames", 10, *TINY], expect=0)
@@ -331,6 +352,7 @@ def test_sigint_finalises_the_outputs(street, tmp_path):
     assert 0 < n < 205
     with np.load(tmp_path / "i.npz") as z:
         assert str(z["status"]) == "interrupted" and int(z["num_frames"]) == n
+    assert not list(tmp_path.glob(".i.*"))  # no .partial file or results spill folder left behind
 
 
 # ---- accuracy with the demo weights ----------------------------------------------------------------

@@ -17,21 +17,6 @@ from train import body as B
 from train.geometry import axis_angle_to_matrix, project
 
 
-@pytest.fixture(scope="module")
-def model(assets_dir):
-    return B.SyntheticBody(B.load_rig(assets_dir))
-
-
-@pytest.fixture(scope="module")
-def renderer(model):
-    try:
-        r = MeshRenderer(model.faces)
-    except RendererUnavailable as e:
-        pytest.skip(str(e))
-    yield r
-    r.close()
-
-
 def person_cam(model, yaw=0.5, at=(0.0, 0.0, 2.8), phase=1.0):
     """A walking pose, turned by `yaw`, upright in the OpenCV camera frame, pelvis at `at` (metres)."""
     pose = B.walking_pose(torch.tensor([phase]))

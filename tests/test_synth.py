@@ -12,24 +12,9 @@ from click.testing import CliRunner
 
 from realtime import synth as S
 from realtime.cli import main
-from realtime.render import Camera, MeshRenderer, RendererUnavailable
+from realtime.render import Camera
 from train import body as B
 from train.geometry import cam_crop_to_full, project
-
-
-@pytest.fixture(scope="module")
-def model(assets_dir):
-    return B.SyntheticBody(B.load_rig(assets_dir))
-
-
-@pytest.fixture(scope="module")
-def renderer(model):
-    try:
-        r = MeshRenderer(model.faces)
-    except RendererUnavailable as e:
-        pytest.skip(str(e))
-    yield r
-    r.close()
 
 
 @pytest.fixture(scope="module")

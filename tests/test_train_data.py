@@ -246,3 +246,17 @@ def test_micro_batches_of_all_processes_tile_the_global_batch():
     split = [g for micro in range(2) for rank in range(2) for g in micro_batch_samples(3, micro, rank, 16, 2, 2)]
     assert one == split == list(range(48, 64))
     assert [Sequential([2, 3])(g) for g in range(5)] == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+
+
+def test_mean_training_meshes_are_the_canonical_and_camera_frame_means(tmp_path, rig):
+    from train.evaluate import mean_training_mesh
+
+    arrays = write_crop_fixture(tmp_path / "crops", rig, count=6, seed=4)
+    means = mean_training_mesh([str(tmp_path / "crops")])
+    verts, rot = arrays["verts_canonical"].astype(np.float64), arrays["rotmat"].astype(np.float64)
+    oriented = np.einsum("bvj,bij->bvi", verts, rot)
+    oriented -= oriented.mean(1, keepdims=True)
+    np.testing.assert_allclose(means.canonical.numpy(), verts.mean(0), atol=1e-6)
+    np.testing.assert_allclose(means.camera.numpy(), oriented.mean(0), atol=1e-6)
+    # the fixture's rotations are near a half turn about x: the camera-frame mean is not the canonical one
+    assert np.abs(means.camera.numpy() - verts.mean(0)).max() > 0.1

@@ -116,17 +116,20 @@ def load_mega(path, cfg: MegaConfig | None = None, with_encoder: bool = True):
     return model.eval(), cfg
 
 
+def _embedded_config(ckpt: dict, cls, official_name: str, path):
+    """The config an own checkpoint embeds; official checkpoints carry none and are the shipped one."""
+    if ckpt.get("config_type") == cls.__name__:
+        return config_from_dict(cls, ckpt["config"], f"{path} (embedded config)")
+    return builtin_config(official_name, cls)
+
+
 def load_pretrain_model(path, cfg: MegaConfig | None = None):
     """The pre-training model (official VQMAE/mega_pretrained) loaded strictly."""
     from train.model.mega import PretrainModel
 
     ckpt = read_checkpoint(path)
     if cfg is None:
-        cfg = (
-            config_from_dict(MegaConfig, ckpt["config"], f"{path} (embedded config)")
-            if ckpt.get("config_type") == "MegaConfig"
-            else builtin_config("mega_hrnet", MegaConfig)
-        )
+        cfg = _embedded_config(ckpt, MegaConfig, "mega_hrnet", path)
     model = PretrainModel(cfg)
     load_strict(model, ckpt["model"], str(path), "the pre-training model (VQMAE)")
     return model.eval(), cfg
@@ -138,11 +141,7 @@ def load_mesh_vqvae(path, cfg: MeshVQVAEConfig | None = None, assets_dir=None):
 
     ckpt = read_checkpoint(path)
     if cfg is None:
-        cfg = (
-            config_from_dict(MeshVQVAEConfig, ckpt["config"], f"{path} (embedded config)")
-            if ckpt.get("config_type") == "MeshVQVAEConfig"
-            else builtin_config("mesh_vqvae", MeshVQVAEConfig)
-        )
+        cfg = _embedded_config(ckpt, MeshVQVAEConfig, "mesh_vqvae", path)
     from train.model.mesh_vqvae import StateDictError
 
     model = MeshVQVAE.from_assets(cfg, assets_dir)

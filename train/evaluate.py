@@ -4,18 +4,29 @@ HMR figures are computed on camera-oriented meshes, verts = verts_canonical @ R^
 rotation for MEGA and the true one for the ground truth, centred on their vertex mean (the official
 protocol, train/metrics.py). Stochastic mode draws Q_max hypotheses per crop once; Q < Q_max uses the
 first Q of them (independent draws, so any Q of them are a Q-sample), which is why best-of-Q can
-only improve with Q. Baselines: the mean training mesh, in the canonical frame and turned by the true
-rotation (a baseline that is told the rotation).
+only improve with Q. Baselines (`MeanMeshes`): the constant predictor, i.e. always the mean centred
+camera-frame training mesh (`baseline_constant_*`: "always predicting the mean training mesh"), and
+the mean canonical training mesh turned by the true rotation (`baseline_gt_rotation_*`, a stricter
+baseline that is told each crop's rotation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from train import metrics
 from train.geometry import rot6d_to_matrix
+
+
+@dataclass(frozen=True)
+class MeanMeshes:
+    """(6890,3) means of a training set: canonical meshes, and centred camera-frame meshes."""
+
+    canonical: torch.Tensor
+    camera: torch.Tensor
 
 
 def _mm(sums: dict[str, float], count: int) -> dict[str, float]:
@@ -45,7 +56,7 @@ def evaluate_tokenizer(tokenizer, verts_batches, regressor: torch.Tensor, mean_m
 
 @torch.no_grad()
 def evaluate_hmr(mega, tokenizer, batches, regressor: torch.Tensor, samples: Sequence[int] = (1, 5, 10), steps: int | None = None,
-                 temperature: float | None = None, seed: int = 0, mean_mesh: torch.Tensor | None = None,
+                 temperature: float | None = None, seed: int = 0, mean_mesh: MeanMeshes | None = None,
                  progress: Callable[[int], None] | None = None) -> dict:  # fmt: skip
     """`batches` yields dicts with images, verts_canonical, rotmat (train/data/batches.py, no augmentation)."""
     gen = torch.Generator().manual_seed(seed)
@@ -62,9 +73,10 @@ def evaluate_hmr(mega, tokenizer, batches, regressor: torch.Tensor, samples: Seq
         cos = ((out.rotmat @ gt_rot.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
         values["rotation_error_deg"] = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))  # geodesic
         if mean_mesh is not None:
-            base = mean_mesh.expand_as(gt_can)
+            base = mean_mesh.canonical.expand_as(gt_can)
             values["baseline_pve_canonical"] = metrics.pve(base, gt_can)
             values.update({f"baseline_gt_rotation_{k}": v for k, v in metrics.mesh_errors(base @ gt_rot.transpose(1, 2), gt, regressor).items()})
+            values.update({f"baseline_constant_{k}": v for k, v in metrics.mesh_errors(mean_mesh.camera.expand_as(gt), gt, regressor).items()})
         if q_max:
             gen_out, _ = mega.generate(images, samples=q_max, steps=steps, temperature=temperature, generator=gen)
             hyp = tokenizer.decode(gen_out.tokens).view(len(images), q_max, -1, 3)
@@ -78,8 +90,9 @@ def evaluate_hmr(mega, tokenizer, batches, regressor: torch.Tensor, samples: Seq
     return {"samples": n, **_mm(sums, n)}
 
 
-def mean_training_mesh(crop_dirs: Sequence[str]) -> torch.Tensor:
-    """(6890,3) mean canonical mesh of synthetic crop datasets (the baseline's constant prediction)."""
+def mean_training_mesh(crop_dirs: Sequence[str]) -> MeanMeshes:
+    """Mean meshes of synthetic crop datasets: canonical, and camera-frame (each mesh turned by its
+    rotation and centred on its vertex mean, as the metrics compare them) -- the baselines' predictions."""
     import json
     from pathlib import Path
 
@@ -87,11 +100,15 @@ def mean_training_mesh(crop_dirs: Sequence[str]) -> torch.Tensor:
 
     from train.data.npz import open_npz
 
-    total, count = np.zeros((6890, 3), np.float64), 0
+    canonical, camera, count = np.zeros((6890, 3), np.float64), np.zeros((6890, 3), np.float64), 0
     for d in crop_dirs:
         index = json.loads((Path(d) / "index.json").read_text())
         for entry in index["shards"]:
-            verts = open_npz(Path(d) / entry["file"])["verts_canonical"]
-            total += np.asarray(verts, np.float64).sum(0)
+            shard = open_npz(Path(d) / entry["file"])
+            verts = np.asarray(shard["verts_canonical"], np.float64)
+            oriented = verts @ np.asarray(shard["rotmat"], np.float64).transpose(0, 2, 1)
+            canonical += verts.sum(0)
+            camera += (oriented - oriented.mean(1, keepdims=True)).sum(0)
             count += len(verts)
-    return torch.from_numpy((total / max(count, 1)).astype(np.float32))
+    count = max(count, 1)
+    return MeanMeshes(torch.from_numpy((canonical / count).astype(np.float32)), torch.from_numpy((camera / count).astype(np.float32)))

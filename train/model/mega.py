@@ -218,26 +218,16 @@ class Mega(nn.Module):
 
         The backbone, the image tokens and the rotation/camera head run once per crop.
         """
-        from train import sampling
-
         steps = self.cfg.steps if steps is None else steps
         temperature = self.cfg.temperature if temperature is None else temperature
         features = self.image_features(images)
         b = features.shape[0]
         image_tokens = self.decoder.image_tokens(features).repeat_interleave(samples, dim=0)
         rot6d, cam = self.decoder.rotcam(features)
-        tokens, history = sampling.generate(
-            lambda tok, vis: self.step_logits(image_tokens, tok, vis),
-            batch=b * samples,
-            num_tokens=self.cfg.seq_length,
-            codebook_size=self.cfg.num_embeddings,
-            steps=steps,
-            max_temperature=temperature,
-            generator=generator,
-            noise=noise,
-            counts=counts,
-            device=features.device,
-        )
+        tokens, history = _sample_tokens(
+            self.cfg, lambda tok, vis: self.step_logits(image_tokens, tok, vis), b * samples, steps, temperature,
+            generator, noise, counts, features.device,
+        )  # fmt: skip
         rot6d = rot6d.repeat_interleave(samples, 0)
         cam = cam.repeat_interleave(samples, 0)
         logits = torch.empty(0, device=features.device)  # not meaningful after T steps
@@ -278,17 +268,14 @@ class PretrainModel(nn.Module):
         return self.decoder(self.decoder.slots(cls, feats, visible))[0]
 
     def generate(self, batch: int, steps: int = 5, temperature: float = 1.0, generator=None, noise=None, counts=None, device=None):
-        from train import sampling
+        return _sample_tokens(self.cfg, lambda tok, vis: self(tok, vis), batch, steps, temperature, generator, noise, counts, device)
 
-        return sampling.generate(
-            lambda tok, vis: self(tok, vis),
-            batch=batch,
-            num_tokens=self.cfg.seq_length,
-            codebook_size=self.cfg.num_embeddings,
-            steps=steps,
-            max_temperature=temperature,
-            generator=generator,
-            noise=noise,
-            counts=counts,
-            device=device,
-        )
+
+def _sample_tokens(cfg: MegaConfig, logits_fn, batch, steps, temperature, generator, noise, counts, device):
+    """The paper's T-step sampler (train/sampling.py) over `logits_fn(tokens, visible)`."""
+    from train import sampling
+
+    return sampling.generate(
+        logits_fn, batch=batch, num_tokens=cfg.seq_length, codebook_size=cfg.num_embeddings, steps=steps,
+        max_temperature=temperature, generator=generator, noise=noise, counts=counts, device=device,
+    )  # fmt: skip

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from train.model.backbones import IMAGENET_MEAN, IMAGENET_STD
+from train.model.transformer import Mlp  # same layout (fc1, act, fc2) as the official ViT
 
 LN_EPS = 1e-6
 PATCH_PADDING = 2
@@ -62,17 +63,6 @@ class Attention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):
