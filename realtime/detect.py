@@ -1,7 +1,10 @@
-"""Person detection and tracking: ultralytics YOLO + ByteTrack, the whole frame, or precomputed boxes.
+"""Person detection and tracking: ultralytics YOLO, the whole frame, or precomputed boxes; ByteTrack ids.
 
     detector = build_detector("yolo11n.pt")        # or a .yaml (random weights), a .onnx / .engine export
     detections = detector(frame)                    # Detections(boxes_xyxy, scores, track_ids)
+
+YOLO detections and boxes files without ids go through the same tracker (realtime/track.py), so ids
+behave alike whichever produced the boxes; a detector that tracks returns only confirmed tracks.
 
 Ultralytics runs every format it exports (a TensorRT `.engine` made by `model.export(format="engine")`
 included) behind the same `YOLO(path)`, so the detector's backend is picked by the weights file.
@@ -44,12 +47,14 @@ class BoxesDetector:
     Two layouts: the ground truth `mega-rt synth` writes (`boxes_xyxy` (F,K,4), optional `visibility`
     (F,K): person k is track k, boxes of people less than `min_visibility` visible are left out), or
     flat rows (`frame` (M,), `boxes_xyxy` (M,4), optional `track_id` (M,), `score` (M,)), e.g. a
-    results file of `mega-rt video`.
+    results file of `mega-rt video` or another detector's output. Ids in the file are kept as they
+    are; rows without ids (no `track_id`, or all -1) are tracked with ByteTrack at `frame_rate` unless
+    `track` is off (then ids stay -1).
     """
 
     name = "boxes"
 
-    def __init__(self, path, min_visibility: float = 0.15, min_size: float = 8.0):
+    def __init__(self, path, min_visibility: float = 0.15, min_size: float = 8.0, track: bool = True, frame_rate: float = 30.0):
         path = Path(path)
         try:
             with np.load(path) as z:
@@ -62,6 +67,7 @@ class BoxesDetector:
             raise DetectorError(f"{path}: has no boxes_xyxy array")
         boxes = data["boxes_xyxy"].astype(np.float32)
         self.by_frame: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.tracker = None
         if boxes.ndim == 3:
             f, k = boxes.shape[:2]
             vis = data.get("visibility", np.ones((f, k), np.float32))
@@ -76,31 +82,39 @@ class BoxesDetector:
             for i in np.unique(frames):
                 sel = frames == i
                 self.by_frame[int(i)] = (boxes[sel], scores[sel], ids[sel])
+            if track and len(ids) and (ids == -1).all():
+                from realtime.track import ByteTracker
+
+                self.tracker = ByteTracker(frame_rate)
         else:
             raise DetectorError(f"{path}: boxes_xyxy must be (frames, people, 4), or (rows, 4) with a frame array")
 
     def __call__(self, frame: Frame) -> Detections:
-        if frame.index not in self.by_frame:
+        b, s, t = self.by_frame.get(frame.index, (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)))
+        if self.tracker is not None:  # also on frames without rows: lost tracks age
+            b, s, t = self.tracker.update(b, s)
+        if len(b) == 0:
             return _empty(frame.index)
-        b, s, t = self.by_frame[frame.index]
         return Detections(frame.index, torch.from_numpy(b.copy()), torch.from_numpy(s.copy()), torch.from_numpy(t.copy()))
 
 
 class YoloDetector:
-    """ultralytics YOLO, person class only, tracked with ByteTrack (ids persist across calls)."""
+    """ultralytics YOLO (predict), person class only, tracked by our ByteTracker (ids persist across calls)."""
 
     name = "yolo"
 
-    def __init__(self, weights: str, conf: float = 0.3, imgsz: int = 640, device: str | None = None, track: bool = True, tracker: str = "bytetrack.yaml"):
+    def __init__(self, weights: str, conf: float = 0.3, imgsz: int = 640, device: str | None = None, track: bool = True, frame_rate: float = 30.0):
         try:
             from ultralytics import YOLO
         except ImportError as e:
             raise DetectorError(f"ultralytics is not installed ({e}): pip install 'mega-rt[detect]'") from None
+        # the tracker first: a missing `lap` is a one-line error before any model loads, and it imports
+        # ultralytics.trackers, one of the lazy imports that must happen before an EGL context (below)
+        self.tracker = None
         if track:
-            try:
-                import lap  # noqa: F401  (ByteTrack's assignment; ultralytics would try to pip-install it)
-            except ImportError:
-                raise DetectorError("ByteTrack needs the `lap` package: pip install 'mega-rt[detect]' (or use --no-track)") from None
+            from realtime.track import ByteTracker
+
+            self.tracker = ByteTracker(frame_rate)
         path = Path(weights)
         offline = os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true")
         if path.suffix in (".pt", ".onnx", ".engine") and not path.exists() and (offline or path.parent != Path(".")):
@@ -113,11 +127,10 @@ class YoloDetector:
         except Exception as e:  # ultralytics raises many kinds (download, parse, format)
             msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise DetectorError(f"detector {weights}: cannot be loaded ({msg}); pass a local weights file, or --detector full-frame, or --boxes FILE") from None
-        self.conf, self.imgsz, self.device, self.track, self.tracker = conf, imgsz, device, track, tracker
-        # one warm-up call does ultralytics' lazy imports (torchvision, triton, the trackers) now: importing
-        # triton after an EGL context exists crashes (seen with Mesa), and the first frame should not pay it
-        if track:
-            import ultralytics.trackers  # noqa: F401
+        self.conf, self.imgsz, self.device, self.track = conf, imgsz, device, track
+        # one warm-up call does ultralytics' lazy imports (torchvision, triton; the trackers came with
+        # ByteTracker above) now: importing triton after an EGL context exists crashes (seen with Mesa),
+        # and the first frame should not pay it
         _keep_torch_threads()
         self.model.predict(np.zeros((64, 64, 3), np.uint8), classes=[0], imgsz=64, verbose=False, **({"device": device} if device else {}))
 
@@ -126,17 +139,16 @@ class YoloDetector:
         if self.device:
             kw["device"] = self.device
         _keep_torch_threads()
-        if self.track:
-            result = self.model.track(frame.image_bgr, persist=True, tracker=self.tracker, **kw)[0]
+        b = self.model.predict(frame.image_bgr, **kw)[0].boxes
+        boxes = b.xyxy.float().cpu().numpy() if b is not None else np.zeros((0, 4), np.float32)
+        scores = b.conf.float().cpu().numpy() if b is not None else np.zeros(0, np.float32)
+        if self.tracker is not None:  # also on frames with no boxes: lost tracks age
+            boxes, scores, ids = self.tracker.update(boxes, scores)
         else:
-            result = self.model.predict(frame.image_bgr, **kw)[0]
-        b = result.boxes
-        if b is None or len(b) == 0:
+            ids = np.full(len(scores), -1, np.int64)
+        if len(boxes) == 0:
             return _empty(frame.index)
-        ids = b.id.long().cpu() if b.id is not None else torch.full((len(b),), -1, dtype=torch.int64)
-        if self.track and b.id is None:
-            return _empty(frame.index)  # ByteTrack confirmed nobody in this frame
-        return Detections(frame.index, b.xyxy.float().cpu(), b.conf.float().cpu(), ids)
+        return Detections(frame.index, torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(ids))
 
 
 def _keep_torch_threads():
@@ -148,13 +160,14 @@ def _keep_torch_threads():
     tu.NUM_THREADS = torch.get_num_threads()
 
 
-def build_detector(spec: str | None, boxes_path=None, conf: float = 0.3, imgsz: int = 640, track: bool = True, device: str | None = None):
-    """`--boxes FILE` wins; then 'full-frame'; anything else names YOLO weights (.pt/.yaml/.onnx/.engine)."""
+def build_detector(spec: str | None, boxes_path=None, conf: float = 0.3, imgsz: int = 640, track: bool = True, device: str | None = None, frame_rate: float = 30.0):
+    """`--boxes FILE` wins; then 'full-frame'; anything else names YOLO weights (.pt/.yaml/.onnx/.engine).
+    `frame_rate` is the video's (ByteTrack keeps a lost track for a fixed time, ~1 s)."""
     if boxes_path is not None:
-        return BoxesDetector(boxes_path)
+        return BoxesDetector(boxes_path, track=track, frame_rate=frame_rate)
     if spec in (None, "", "full-frame"):
         return FullFrameDetector()
-    return YoloDetector(spec, conf=conf, imgsz=imgsz, device=device, track=track)
+    return YoloDetector(spec, conf=conf, imgsz=imgsz, device=device, track=track, frame_rate=frame_rate)
 
 
 def keep_largest(det: Detections, max_people: int | None) -> Detections:

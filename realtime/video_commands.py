@@ -36,7 +36,7 @@ def model_options(f):
         click.option("--boxes", type=click.Path(dir_okay=False), default=None, help="Precomputed boxes npz instead of a detector (see README)."),
         click.option("--det-conf", type=float, default=0.3, show_default=True, help="Detector confidence threshold."),
         click.option("--det-imgsz", type=int, default=640, show_default=True, help="Detector input size."),
-        click.option("--no-track", is_flag=True, help="No ByteTrack (ids are -1; no smoothing)."),
+        click.option("--no-track", is_flag=True, help="No ByteTrack (ids are -1 unless --boxes has them; no smoothing)."),
         click.option("--max-people", type=int, default=None, help="Keep the N largest people per frame."),
         click.option("--smooth/--no-smooth", default=False, show_default=True, help="One-Euro smoothing per track (variance-aware with --samples)."),
         click.option("--max-frames", type=int, default=None, help="Stop after N frames."),
@@ -50,8 +50,34 @@ def model_options(f):
     return f
 
 
-def _build(kw: dict):
-    """(detector, regressor, faces, description) from the shared options; one-line errors otherwise."""
+def _fps(cap) -> float:
+    """The capture's frame rate, 30 where it reports none (as VideoSource): the tracker's clock."""
+    import cv2
+
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if fps and 0 < fps < 1000 else 30.0
+
+
+def _source_fps(spec: str) -> float:
+    """Frame rate of a file (opened and closed again); 30 for a camera or URL, not connected to twice
+    (live input drops frames when behind anyway, so its nominal rate is only a guess of the tracker's)."""
+    from realtime.sources import SourceError, open_capture
+
+    if spec.isdigit() or "://" in spec:
+        return 30.0
+    try:
+        cap, _ = open_capture(spec)
+    except SourceError:
+        return 30.0  # the source itself reports the error later, in its own words
+    try:
+        return _fps(cap)
+    finally:
+        cap.release()
+
+
+def _build(kw: dict, fps: float = 30.0):
+    """(detector, regressor, faces, description) from the shared options; one-line errors otherwise.
+    `fps`: the input's frame rate, for the tracker."""
     import torch
 
     from engines.backends.base import BackendError
@@ -89,7 +115,7 @@ def _build(kw: dict):
 
         _, faces = read_template_ply(find_asset(TEMPLATE_ASSET))
         threads = torch.get_num_threads()
-        detector = build_detector(None if kw["boxes"] else kw["detector"], kw["boxes"], kw["det_conf"], kw["det_imgsz"], not kw["no_track"], device if device != "cpu" else "cpu")
+        detector = build_detector(None if kw["boxes"] else kw["detector"], kw["boxes"], kw["det_conf"], kw["det_imgsz"], not kw["no_track"], device if device != "cpu" else "cpu", fps)
         torch.set_num_threads(threads)  # importing ultralytics may change torch's thread count
         models, what = (None, f"engine {kw['engine']}")
         if kw["engine"] is None:
@@ -183,6 +209,7 @@ def register(main):
 
         try:  # bad input before loading any model
             cap, _ = open_capture(input_path)
+            fps = _fps(cap)
             cap.release()
         except SourceError as e:
             _fail(str(e))
@@ -197,7 +224,7 @@ def register(main):
             _fail(str(e))
         if frame_batch < 1:
             _fail("--frame-batch must be at least 1")
-        detector, regressor, faces, what = _build(kw)
+        detector, regressor, faces, what = _build(kw, fps)
         click.echo(f"{input_path} -> {out}, {results}  ({what}, backend {kw['backend']}, {'Q=%d stochastic' % kw['samples'] if kw['samples'] > 1 else 'deterministic'}, detector {getattr(detector, 'name', '?')})")
         options = PipelineOptions(
             source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
@@ -232,7 +259,7 @@ def register(main):
         except SinkError as e:
             _fail(str(e))
         is_file = not camera.isdigit() and "://" not in camera
-        detector, regressor, faces, what = _build(kw)
+        detector, regressor, faces, what = _build(kw, _source_fps(camera))
         options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],
                                   max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what})  # fmt: skip
         summary = _run(options, kw, detector, regressor, faces, "stream", no_progress)
@@ -255,7 +282,7 @@ def register(main):
 
         from realtime.pipeline import PipelineOptions
 
-        detector, regressor, faces, what = _build(kw)
+        detector, regressor, faces, what = _build(kw, _source_fps(input_path))
         with tempfile.TemporaryDirectory() as tmp:
             options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),
                                       max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"])  # fmt: skip

@@ -485,3 +485,39 @@ def test_whole_stochastic_loop_replays_as_one_cuda_graph(models, cfg):
     second = replay(images).tokens.clone()
     assert first.shape == (2 * Q, cfg.seq_length) and (first > 0).any()
     assert not torch.equal(first, second)  # the generator advances on every replay: new samples
+
+
+# ---- fp16 with trained weights (the demo weights) on synthetic test crops --------------------------
+def test_fp16_det_graph_within_2mm_on_synthetic_crops_with_demo_weights(tmp_path, assets_dir):
+    """The issue's fp16 target: with trained weights, the fp16 ONNX det graph (onnxruntime) puts the
+    camera-oriented vertices of synthetic test crops within 2 mm (mean per-vertex distance) of fp32
+    PyTorch. Crops whose fp16 argmax picks another token are counted (trained logits have margins,
+    random ones do not, which is why the random-weights test above cannot show this)."""
+    from click.testing import CliRunner
+
+    from realtime.cli import main
+    from train.config import TrainConfig
+    from train.demo import DEMO_DIR
+    from train.stages import hmr_dataset
+
+    if not (DEMO_DIR / "mega.pt").is_file():
+        pytest.skip(f"demo weights not installed in {DEMO_DIR} (train/train_demo_weights.sh)")
+    crops = tmp_path / "crops"
+    result = CliRunner().invoke(main, ["synth", "--dataset", str(crops), "--samples", "12", "--seed", "2024"])
+    assert result.exit_code == 0, result.output
+    models = build_models(ModelSource(None, DEMO_DIR / "mega.pt", DEMO_DIR / "tokenizer.pt"), assets_dir)
+    data = hmr_dataset(TrainConfig(stage="hmr"), models.cfg, models.full.backbone, augment=False, crop_dirs=(str(crops),), sequential=True)
+    images = data[list(range(12))]["images"]
+    engine = export_engine(models, ExportSpec(precision="fp16", batch=(1, 4, 16)), tmp_path / "engines", progress=lambda m: None, parity=False)
+    out = load_backend(engine.folder / "det.onnx").run({"images": images})
+    ref = torch_backends(models, ["det"])["det"].run({"images": images})
+
+    def oriented(o):
+        v = o["verts"] @ o["rotmat"].transpose(1, 2)
+        return v - v.mean(1, keepdim=True)
+
+    per_crop_mm = 1000 * (oriented(out) - oriented(ref)).norm(dim=-1).mean(-1)
+    token_agreement = (out["tokens"] == ref["tokens"]).float().mean().item()
+    print(f"fp16 vs fp32 on 12 synthetic crops: mean {per_crop_mm.mean():.2f} mm, max {per_crop_mm.max():.2f} mm, "
+          f"tokens agree {100 * token_agreement:.1f}%")  # fmt: skip
+    assert per_crop_mm.mean() <= 2.0

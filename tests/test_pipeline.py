@@ -202,6 +202,27 @@ def test_video_with_ground_truth_boxes_keeps_track_ids(synth_clip, tmp_path):
     assert _frames(out)[0] == 6
 
 
+@pytest.mark.parametrize("no_track", [False, True], ids=["tracked", "--no-track"])
+def test_video_tracks_a_boxes_file_without_ids(synth_clip, tmp_path, no_track):
+    """Flat rows with no track_id (another detector's output) get ByteTrack ids; --no-track keeps -1."""
+    pytest.importorskip("lap")
+    video, npz = synth_clip
+    gt = np.load(npz)
+    f, k = np.nonzero(gt["visibility"] >= 0.15)
+    np.savez(tmp_path / "rows.npz", frame=f, boxes_xyxy=gt["boxes_xyxy"][f, k])
+    _cli(["video", video, "--out", tmp_path / "t.mp4", "--boxes", tmp_path / "rows.npz", *(["--no-track"] if no_track else []), *TINY], expect=0)
+    with np.load(tmp_path / "t.npz") as z:
+        assert len(z["frame"]) == len(f)  # every row kept: the first sighting of each person is in frame 0
+        ids = z["track_id"]
+        if no_track:
+            assert (ids == -1).all()
+        else:  # the boxes come back as given: each row's person by its exact box
+            person = [int(np.abs(gt["boxes_xyxy"][fr] - b).max(1).argmin()) for fr, b in zip(z["frame"], z["box_xyxy"])]
+            id_sets = {p: set(ids[np.array(person) == p].tolist()) for p in set(person)}
+            assert all(len(v) == 1 for v in id_sets.values()) and len(set().union(*id_sets.values())) == len(id_sets) == len(set(k.tolist()))
+            assert (ids >= 0).all()
+
+
 def test_stochastic_mode_stores_vertex_std_and_draws_a_legend(synth_clip, tmp_path):
     import cv2
 
