@@ -114,7 +114,7 @@ class Regressor:
 
 
 def build_regressor(models=None, backend: str = "torch", engine=None, samples: int = 1, steps: int | None = None, temperature: float | None = None,
-                    max_batch: int = 32, device="cpu", seed: int = 0, threads: int | None = None) -> Regressor:  # fmt: skip
+                    max_batch: int = 32, device="cpu", seed: int = 0, threads: int | None = None, precision: str = "fp32") -> Regressor:  # fmt: skip
     """A Regressor on the torch backend (from `models`) or on an exported engine folder."""
     from engines.runner import MegaRunner
 
@@ -124,7 +124,7 @@ def build_regressor(models=None, backend: str = "torch", engine=None, samples: i
             raise WeightsMissing(f"--backend {backend} needs --engine DIR (build one with `mega-rt export`)")
         from engines.export import torch_backends
 
-        backends = torch_backends(models, graphs, "fp32", samples, device=device)
+        backends = torch_backends(models, graphs, precision, samples, device=device)
         cfg = models.cfg
         bb = models.full.backbone
         spec = RegressorSpec((cfg.input_height, cfg.input_width), tuple(bb.mean), tuple(bb.std), cfg.crop_focal_length, max_batch)

@@ -521,3 +521,15 @@ def test_fp16_det_graph_within_2mm_on_synthetic_crops_with_demo_weights(tmp_path
     print(f"fp16 vs fp32 on 12 synthetic crops: mean {per_crop_mm.mean():.2f} mm, max {per_crop_mm.max():.2f} mm, "
           f"tokens agree {100 * token_agreement:.1f}%")  # fmt: skip
     assert per_crop_mm.mean() <= 2.0
+
+
+def test_bf16_torch_det_keeps_the_mesh_decoder_in_fp32(models, cfg):
+    """bf16 (the CPU speed option): the network runs in bf16, the vertices come from the fp32 decoder."""
+    images = _images(cfg, 3, seed=9)
+    out = torch_backends(models, ["det"], "bf16")["det"].run({"images": images})
+    ref = torch_backends(models, ["det"])["det"].run({"images": images})
+    with torch.no_grad():
+        exact = models.mesh_vqvae.decode(out["tokens"].long())
+    torch.testing.assert_close(out["verts"], exact, rtol=0, atol=1e-6)
+    assert (out["rotmat"] - ref["rotmat"]).abs().max() <= 0.05
+    assert (out["cam"] - ref["cam"]).abs().max() <= 0.05

@@ -202,6 +202,16 @@ def test_video_with_ground_truth_boxes_keeps_track_ids(synth_clip, tmp_path):
     assert _frames(out)[0] == 6
 
 
+def test_video_in_bf16_and_fp16_needs_a_gpu(synth_clip, tmp_path):
+    video, npz = synth_clip
+    _cli(["video", video, "--out", tmp_path / "b.mp4", "--boxes", npz, "--precision", "bf16", *TINY], expect=0)
+    with np.load(tmp_path / "b.npz") as z:
+        assert np.isfinite(z["verts"]).all() and len(z["frame"]) > 0
+    result = _cli(["video", video, "--out", tmp_path / "h.mp4", "--boxes", npz, "--precision", "fp16", *TINY])
+    assert result.exit_code != 0 and "needs a CUDA GPU" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("no_track", [False, True], ids=["tracked", "--no-track"])
 def test_video_tracks_a_boxes_file_without_ids(synth_clip, tmp_path, no_track):
     """Flat rows with no track_id (another detector's output) get ByteTrack ids; --no-track keeps -1."""
