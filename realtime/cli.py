@@ -595,8 +595,9 @@ def _parse_samples(text: str) -> tuple[int, ...]:
 @click.option("--limit", type=int, default=None, help="Evaluate only the first N samples.")
 @click.option("--mean-mesh-from", "mean_from", multiple=True, type=click.Path(exists=True, file_okay=False), help="Crop dataset(s) whose mean mesh is the baseline (the training set).")
 @click.option("--threads", type=int, default=None)
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="hmr: MEGA under bf16 autocast (the CPU speed option; the tokenizer stays fp32).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
-def eval_cmd(stage, weights, tokenizer_path, crop_dirs, npz_path, image_dir, smpl_model, regressor, synthetic_meshes, seed, samples_text, steps, temperature, batch, limit, mean_from, threads, json_path):
+def eval_cmd(stage, weights, tokenizer_path, crop_dirs, npz_path, image_dir, smpl_model, regressor, synthetic_meshes, seed, samples_text, steps, temperature, batch, limit, mean_from, threads, precision, json_path):
     """PVE, MPJPE, PA-MPJPE (mm): the tokenizer's reconstruction, or MEGA deterministic and stochastic
     (best-of-Q, mean-of-Q, per-vertex std) on synthetic crops or 3DPW/EMDB npz files."""
     import json
@@ -649,7 +650,7 @@ def eval_cmd(stage, weights, tokenizer_path, crop_dirs, npz_path, image_dir, smp
             with tqdm(total=total, desc="eval", unit="crop", disable=None) as bar:
                 result = evaluate_hmr(
                     mega, tokenizer, batches, joint_reg if joint_reg is not None else synthetic_joint_regressor(), samples, steps,
-                    temperature, seed, mean_mesh, progress=lambda n: bar.update(n - bar.n),
+                    temperature, seed, mean_mesh, progress=lambda n: bar.update(n - bar.n), precision=precision,
                 )  # fmt: skip
     except _train_errors() as e:
         _fail(str(e).strip("'\""))

@@ -269,9 +269,17 @@ def test_final_artefacts_load_with_the_checkpoint_loaders_and_evaluate(files, tm
     assert proc.returncode == 0, err[-2000:]
     result = __import__("json").loads((tmp_path / "eval.json").read_text())
     assert result["samples"] == 8
-    for key in ("det_pve", "det_mpjpe", "det_pa_mpjpe", "q3_best_pve", "q3_mean_pve", "q3_vertex_std", "baseline_pve_canonical"):
+    for key in ("det_pve", "det_mpjpe", "det_pa_mpjpe", "q3_best_pve", "q3_mean_pve", "q3_vertex_std", "baseline_pve_canonical",
+                "baseline_constant_pve", "baseline_gt_rotation_pve"):  # fmt: skip
         assert result[key] > 0, key
     assert result["q3_best_pve"] <= result["q1_best_pve"] + 1e-6
+    # bf16 autocast (the CPU speed option) evaluates the same crops; its figures stay near fp32's
+    proc = cli("eval", "hmr", "--weights", str(tmp_path / "hmr" / "final.pt"), "--tokenizer", str(tmp_path / "tok" / "final.pt"),
+               "--crops", str(files / "crops"), "--samples", "", "--precision", "bf16", "--json", str(tmp_path / "eval_bf16.json"))  # fmt: skip
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    bf16 = __import__("json").loads((tmp_path / "eval_bf16.json").read_text())
+    assert bf16["samples"] == 8 and abs(bf16["det_pve"] - result["det_pve"]) < 0.25 * result["det_pve"]
     # a 3DPW/EMDB file as the VQ-HPS preprocessing writes it, with a user regressor (17 joints)
     npz = _vqhps_fixture(tmp_path / "3dpw", files)
     np.save(tmp_path / "J_regressor_h36m.npy", np.full((17, 6890), 1 / 6890, np.float32))

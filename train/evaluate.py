@@ -57,20 +57,26 @@ def evaluate_tokenizer(tokenizer, verts_batches, regressor: torch.Tensor, mean_m
 @torch.no_grad()
 def evaluate_hmr(mega, tokenizer, batches, regressor: torch.Tensor, samples: Sequence[int] = (1, 5, 10), steps: int | None = None,
                  temperature: float | None = None, seed: int = 0, mean_mesh: MeanMeshes | None = None,
-                 progress: Callable[[int], None] | None = None) -> dict:  # fmt: skip
-    """`batches` yields dicts with images, verts_canonical, rotmat (train/data/batches.py, no augmentation)."""
+                 progress: Callable[[int], None] | None = None, precision: str = "fp32") -> dict:  # fmt: skip
+    """`batches` yields dicts with images, verts_canonical, rotmat (train/data/batches.py, no augmentation).
+
+    `precision` "bf16": MEGA runs under bf16 autocast (the CPU speed option), the tokenizer in fp32."""
+    import contextlib
+
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
     gen = torch.Generator().manual_seed(seed)
     q_max = max(samples) if samples else 0
     sums, n = {}, 0
     for batch in batches:
         images, gt_can, gt_rot = batch["images"], batch["verts_canonical"], batch["rotmat"]
         gt = gt_can @ gt_rot.transpose(1, 2)
-        out = mega(images)
+        with autocast():
+            out = mega(images)
         pred_can = tokenizer.decode(out.tokens)
-        pred = pred_can @ out.rotmat.transpose(1, 2)
+        pred = pred_can @ out.rotmat.float().transpose(1, 2)
         values = {f"det_{k}": v for k, v in metrics.mesh_errors(pred, gt, regressor).items()}
         values["det_pve_canonical"] = metrics.pve(pred_can, gt_can)
-        cos = ((out.rotmat @ gt_rot.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+        cos = ((out.rotmat.float() @ gt_rot.transpose(1, 2)).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
         values["rotation_error_deg"] = torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))  # geodesic
         if mean_mesh is not None:
             base = mean_mesh.canonical.expand_as(gt_can)
@@ -78,9 +84,10 @@ def evaluate_hmr(mega, tokenizer, batches, regressor: torch.Tensor, samples: Seq
             values.update({f"baseline_gt_rotation_{k}": v for k, v in metrics.mesh_errors(base @ gt_rot.transpose(1, 2), gt, regressor).items()})
             values.update({f"baseline_constant_{k}": v for k, v in metrics.mesh_errors(mean_mesh.camera.expand_as(gt), gt, regressor).items()})
         if q_max:
-            gen_out, _ = mega.generate(images, samples=q_max, steps=steps, temperature=temperature, generator=gen)
+            with autocast():
+                gen_out, _ = mega.generate(images, samples=q_max, steps=steps, temperature=temperature, generator=gen)
             hyp = tokenizer.decode(gen_out.tokens).view(len(images), q_max, -1, 3)
-            hyp = hyp @ out.rotmat.transpose(1, 2)[:, None]  # the rotation head does not depend on the tokens
+            hyp = hyp @ out.rotmat.float().transpose(1, 2)[:, None]  # the rotation head does not depend on the tokens
             for q in samples:
                 values.update({f"q{q}_{k}": v for k, v in metrics.stochastic_errors(hyp[:, :q], gt, regressor).items()})
         _add(sums, values)
