@@ -249,3 +249,16 @@ def test_wrong_checkpoint_is_a_clear_error(reference_dir, manifest, tmp_path):
         load_mega(garbage, cfg)
     with pytest.raises(CheckpointError, match="not found"):
         load_mega(tmp_path / "absent.pt", cfg)
+
+
+def test_a_tokenizer_or_foreign_file_given_as_mega_names_the_file(tmp_path):
+    from train.checkpoint import save_checkpoint
+    from train.config import MeshVQVAEConfig, builtin_config
+
+    tok = save_checkpoint(tmp_path / "tokenizer.pt", torch.nn.Linear(2, 2), builtin_config("mesh_vqvae", MeshVQVAEConfig))
+    with pytest.raises(CheckpointError, match=r"tokenizer\.pt: a MeshVQVAEConfig checkpoint, not MEGA"):
+        load_mega(tok)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, foreign)
+    with pytest.raises(CheckpointError, match=r"foreign\.pt: not a MEGA checkpoint"):
+        load_mega(foreign)

@@ -83,7 +83,7 @@ def infer_mega_config(state_dict: dict) -> MegaConfig:
     elif "backbone.conv1.weight" in state_dict:
         name = "mega_hrnet"
     else:
-        raise CheckpointError("cannot tell the backbone from the checkpoint keys; pass --config")
+        raise CheckpointError("cannot tell the backbone from the checkpoint keys")
     return builtin_config(name, MegaConfig)
 
 
@@ -100,8 +100,14 @@ def load_mega(path, cfg: MegaConfig | None = None, with_encoder: bool = True):
     if cfg is None:
         if ckpt.get("config_type") == "MegaConfig":
             cfg = config_from_dict(MegaConfig, ckpt["config"], f"{path} (embedded config)")
+        elif ckpt.get("config_type"):
+            # e.g. the tokenizer given where MEGA belongs: say what the file is
+            raise CheckpointError(f"{path}: a {ckpt['config_type']} checkpoint, not MEGA; pass the MEGA weights (hmr final.pt or CVQMAE/mega_*)")
         else:
-            cfg = infer_mega_config(sd)
+            try:
+                cfg = infer_mega_config(sd)
+            except CheckpointError as e:
+                raise CheckpointError(f"{path}: not a MEGA checkpoint ({e})") from None
     model = Mega(cfg, with_encoder=with_encoder)
     if with_encoder:
         load_strict(model, sd, str(path), f"MEGA config {cfg.name}")
