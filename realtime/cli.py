@@ -522,7 +522,7 @@ def _train_errors():
 
 
 @main.command("train")
-@click.argument("stage", type=click.Choice(["tokenizer", "pretrain", "hmr"]))
+@click.argument("stage", type=click.Choice(["tokenizer", "backbone", "pretrain", "hmr"]))
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Flat YAML of a TrainConfig (e.g. configs/train_hmr_synthetic.yaml).")
 @click.option("--resume", is_flag=True, help="Continue the run in the config's out_dir from its checkpoint.pt.")
 @click.option("--out", "out_dir", default=None, help="Override out_dir.")
@@ -530,7 +530,8 @@ def _train_errors():
 @click.option("--threads", type=int, default=None, help="Override threads (CPU threads per process).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUT/scalars.jsonl).")
 def train_cmd(stage, config_path, resume, out_dir, stop_after, threads, no_progress):
-    """Train one stage: tokenizer (Mesh-VQ-VAE), pretrain (masked tokens), hmr (MEGA from images).
+    """Train one stage: tokenizer (Mesh-VQ-VAE), backbone (HRNet on 2D joint heatmaps), pretrain
+    (masked tokens), hmr (MEGA from images).
 
     Runs alone or under `torchrun --nproc_per_node N` (DDP; nccl on GPU, gloo on CPU). Writes
     OUT/checkpoint.pt (every checkpoint_every steps and on SIGTERM/SIGINT), OUT/final.pt,

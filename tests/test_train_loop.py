@@ -69,7 +69,7 @@ def cli(*args, **kw) -> subprocess.Popen:
 
 
 # ---- one step ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["tokenizer", "pretrain", "hmr"])
+@pytest.mark.parametrize("stage", ["tokenizer", "backbone", "pretrain", "hmr"])
 def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(files, tmp_path, stage):
     from train.loop import make_optimizer
     from train.stages import build_stage
@@ -293,6 +293,32 @@ def test_final_artefacts_load_with_the_checkpoint_loaders_and_evaluate(files, tm
                "--npz", str(npz), "--smpl-model", str(files / "SMPL_NEUTRAL.pkl"))  # fmt: skip
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "--regressor" in err and len(err.strip().splitlines()) == 1
+
+
+def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weights(files, tmp_path):
+    from train.checkpoint import CheckpointError, read_checkpoint
+    from train.loop import train
+    from train.stages import build_stage
+
+    bb = make_cfg(files, "backbone", tmp_path / "bb", steps=2)
+    metrics = train(bb, progress=False)
+    assert {"heatmaps", "joint_px"} <= set(metrics["final"]) and metrics["final"]["joint_px"] > 0
+    trained = read_checkpoint(tmp_path / "bb" / "final.pt")
+    assert trained["stage"] == "backbone" and "final_layer.weight" in trained["model"]
+    hmr = build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / "bb" / "final.pt")), DistInfo())
+    own = hmr.module.mega.backbone.state_dict()
+    assert set(own) == set(trained["model"])
+    assert all(torch.equal(own[k], v) for k, v in trained["model"].items())
+    # the 1/32 heads only feed MEGA: the backbone stage leaves them as initialised, and says so by freezing them
+    stage = build_stage(bb, DistInfo())
+    assert not any(p.requires_grad for p in stage.module.backbone.downsample_stage_1.parameters())
+    # a checkpoint of another stage is refused with the file's name
+    with pytest.raises(CheckpointError, match="tokenizer.pt.*not a backbone-stage checkpoint"):
+        build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(files / "tokenizer.pt")), DistInfo())
+    # a tokenizer run with init_weights starts from that tokenizer, codebook included
+    cont = build_stage(make_cfg(files, "tokenizer", tmp_path / "tok", init_weights=str(files / "tokenizer.pt")), DistInfo())
+    start = read_checkpoint(files / "tokenizer.pt")["model"]
+    assert all(torch.equal(cont.module.state_dict()[k], v) for k, v in start.items())
 
 
 def _vqhps_fixture(folder: Path, files: Path) -> Path:

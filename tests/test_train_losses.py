@@ -48,3 +48,41 @@ def test_reprojection_loss_weak_perspective_l1_weighted_by_confidence():
     keypoints[0, 1, 2] = 1.0  # now |-0.4| + |-0.4| counts too: (0.1 + 0.8) / 4
     assert losses.reprojection_loss(joints, cam, keypoints).item() == pytest.approx(0.225)
     assert losses.reprojection_loss(joints, cam, torch.zeros(1, 2, 3)).item() == 0.0
+
+
+def test_joint_heatmaps_peak_at_the_keypoints_pixel_with_the_given_spread():
+    # an 8x8 map over the crop: normalised x = -1 + (2i + 1)/8 is the centre of pixel column i
+    joints2d = torch.tensor([[[-1 + 5 / 8, -1 + 3 / 8, 1.0]]])  # centre of pixel (x=2, y=1)
+    maps = losses.joint_heatmaps(joints2d, (8, 8), sigma=1.0)
+    assert maps.shape == (1, 1, 8, 8)
+    assert maps[0, 0, 1, 2].item() == pytest.approx(1.0)
+    assert maps[0, 0, 1, 3].item() == pytest.approx(math.exp(-0.5))  # one pixel away: exp(-1/(2 sigma^2))
+    assert maps[0, 0, 2, 3].item() == pytest.approx(math.exp(-1.0))
+    assert int(maps.flatten().argmax()) == 1 * 8 + 2
+
+
+def test_heatmap_loss_averages_labelled_in_crop_joints_then_samples():
+    joints2d = torch.tensor([
+        [[0.0, 0.0, 1.0], [0.5, 0.5, 0.0], [1.5, 0.0, 1.0]],  # joint 1 unlabelled, joint 2 outside the crop
+        [[0.25, -0.25, 1.0], [-0.5, 0.5, 1.0], [0.0, 0.0, 1.0]],
+    ])  # fmt: skip
+    target = losses.joint_heatmaps(joints2d, (6, 6), 1.2)
+    assert losses.heatmap_loss(target, joints2d, 1.2).item() == pytest.approx(0.0, abs=1e-12)
+    pred = target.clone()
+    pred[0, 1] += 3.0  # the unlabelled joint: ignored
+    pred[0, 2] += 3.0  # outside the crop: ignored
+    pred[0, 0] += 0.5  # MSE 0.25 on the only counted joint of sample 0
+    pred[1, 2] += 1.0  # MSE 1 on one of three joints of sample 1
+    expected = (0.25 + 1.0 / 3) / 2
+    assert losses.heatmap_loss(pred, joints2d, 1.2).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_heatmap_joint_error_is_the_argmax_distance_in_heatmap_pixels():
+    from train.stages import heatmap_joint_error
+
+    joints2d = torch.tensor([[[-1 + 5 / 8, -1 + 3 / 8, 1.0], [-1 + 1 / 8, -1 + 1 / 8, 1.0], [0.0, 0.0, 0.0]]])
+    maps = torch.zeros(1, 3, 8, 8)
+    maps[0, 0, 1, 2] = 1.0  # exactly on the keypoint: 0 px
+    maps[0, 1, 4, 3] = 1.0  # keypoint at pixel (0, 0), peak at x=3, y=4: 5 px away
+    maps[0, 2, 7, 7] = 1.0  # unlabelled: ignored
+    assert heatmap_joint_error(maps, joints2d).item() == pytest.approx(2.5)

@@ -182,7 +182,7 @@ def config_hash(cfg) -> str:
 
 
 # ---- training ----------------------------------------------------------------------------------
-TRAIN_STAGES = ("tokenizer", "pretrain", "hmr")
+TRAIN_STAGES = ("tokenizer", "backbone", "pretrain", "hmr")
 
 
 @dataclass(frozen=True)
@@ -195,14 +195,18 @@ class TrainConfig:
     `grad_accum` (each process runs batch_size / (world * grad_accum) per micro-step).
     """
 
-    stage: str = "hmr"  # tokenizer | pretrain | hmr
+    stage: str = "hmr"  # tokenizer | backbone | pretrain | hmr
     out_dir: str = "runs/hmr"
     seed: int = 0
     # models
     model_config: str = "mega_hrnet"  # MegaConfig of the pretrain / hmr network
     tokenizer_config: str = "mesh_vqvae"  # MeshVQVAEConfig
     tokenizer_weights: str = ""  # trained tokenizer (pretrain, hmr: meshes -> target tokens)
-    init_weights: str = ""  # hmr: the pre-trained token model (PretrainModel checkpoint) to start from
+    # hmr: the pre-trained token model (PretrainModel checkpoint) to start from; tokenizer: a tokenizer
+    # checkpoint to continue from with a fresh schedule (codebook and its EMA statistics included)
+    init_weights: str = ""
+    # hmr: a `backbone` stage's final.pt (HRNet pre-trained on 2D joint heatmaps) to start the backbone from
+    backbone_weights: str = ""
     # optimisation (paper: AdamW (0.9, 0.99), weight decay 0.05, base lr 1e-3, cosine with warm-up)
     steps: int = 10000
     batch_size: int = 16
@@ -226,8 +230,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     # losses
-    vertex_loss_weight: float = 1.0  # tokenizer: L1 on vertices (metres)
+    vertex_loss_weight: float = 1.0  # tokenizer: mean per-vertex Euclidean distance (metres)
     token_loss_weight: float = 1.0
+    heatmap_sigma: float = 0.05  # backbone: std of a joint's target heatmap, as a fraction of the heatmap width
     rotation_loss_weight: float = 1.0
     camera_loss_weight: float = 1.0
     dead_code_every: int = 100  # tokenizer: restart unused codes every N steps, from step 0 (0: never)
@@ -261,10 +266,13 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.heatmap_sigma <= 0.5:
+            raise ConfigError(f"heatmap_sigma must be in (0, 0.5] (a fraction of the heatmap width), got {self.heatmap_sigma}")
         if len(self.betas) != 2:
             raise ConfigError(f"betas must be two numbers, got {list(self.betas)}")
         if self.hmr_npz and len(self.image_dirs) != len(self.hmr_npz):
             raise ConfigError(f"image_dirs needs one folder per hmr_npz file ({len(self.hmr_npz)}), got {len(self.image_dirs)}")
-        sources = len(self.crop_dirs) + len(self.hmr_npz) if self.stage == "hmr" else 0
-        if self.mix_ratios and self.stage == "hmr" and len(self.mix_ratios) != sources:
+        image_stage = self.stage in ("backbone", "hmr")
+        sources = len(self.crop_dirs) + len(self.hmr_npz) if image_stage else 0
+        if self.mix_ratios and image_stage and len(self.mix_ratios) != sources:
             raise ConfigError(f"mix_ratios needs one share per source ({sources}: crop_dirs then hmr_npz), got {len(self.mix_ratios)}")

@@ -46,3 +46,27 @@ def reprojection_loss(joints_cam: torch.Tensor, cam_crop: torch.Tensor, joints2d
     conf = joints2d[..., 2]
     err = (weak_perspective(joints_cam, cam_crop) - joints2d[..., :2]).abs().sum(-1)  # (B,J)
     return ((err * conf).sum(1) / (2 * conf.sum(1)).clamp(min=1e-8)).mean()
+
+
+def joint_heatmaps(joints2d: torch.Tensor, hw: tuple[int, int], sigma: float) -> torch.Tensor:
+    """(B,J,3) keypoints in normalised box coordinates ([-1, 1] across the crop) -> (B,J,H,W) Gaussians
+    of peak 1 and std `sigma` heatmap pixels, centred where the keypoint falls on the pixel grid."""
+    h, w = hw
+    u = (joints2d[..., 0] + 1) * (w / 2) - 0.5  # pixel centres sit at 0.5, 1.5, ... of the [0, w] span
+    v = (joints2d[..., 1] + 1) * (h / 2) - 0.5
+    xs = torch.arange(w, dtype=joints2d.dtype, device=joints2d.device)
+    ys = torch.arange(h, dtype=joints2d.dtype, device=joints2d.device)
+    gx = torch.exp(-((xs - u[..., None]) ** 2) / (2 * sigma**2))  # (B,J,W)
+    gy = torch.exp(-((ys - v[..., None]) ** 2) / (2 * sigma**2))  # (B,J,H)
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def heatmap_loss(heatmaps: torch.Tensor, joints2d: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Pose-network heatmap MSE: per sample, the mean squared error of each labelled joint's map that
+    lies inside the crop (confidence-weighted), averaged over those joints; then the mean over samples.
+    Joints outside the crop have no peak to learn, so they are left out rather than taught "nothing"."""
+    target = joint_heatmaps(joints2d.float(), heatmaps.shape[-2:], sigma)
+    inside = (joints2d[..., :2].abs() <= 1).all(-1)
+    weight = joints2d[..., 2] * inside  # (B,J)
+    err = ((heatmaps.float() - target) ** 2).mean(dim=(-2, -1))  # (B,J)
+    return ((err * weight).sum(1) / weight.sum(1).clamp(min=1e-8)).mean()

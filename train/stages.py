@@ -86,7 +86,7 @@ def hmr_dataset(cfg: TrainConfig, model_cfg: MegaConfig, backbone, augment: bool
     hmr_npz = cfg.hmr_npz if hmr_npz is None else hmr_npz
     image_dirs = cfg.image_dirs if image_dirs is None else image_dirs
     if not crop_dirs and not hmr_npz:
-        raise ConfigError("stage hmr has no images: set crop_dirs (mega-rt synth --dataset) and/or hmr_npz + image_dirs")
+        raise ConfigError(f"stage {cfg.stage} has no images: set crop_dirs (mega-rt synth --dataset) and/or hmr_npz + image_dirs")
     regressor = synthetic_joint_regressor().numpy()
     sources = [CropShards(d, regressor) for d in crop_dirs]
     if hmr_npz:
@@ -144,11 +144,24 @@ def _token_accuracy(logits: torch.Tensor, target: torch.Tensor, masked: torch.Te
 
 
 # ---- tokenizer -----------------------------------------------------------------------------------
+def _continue_tokenizer(model: nn.Module, tok_cfg: MeshVQVAEConfig, path: str) -> None:
+    """Start from a finished tokenizer run (weights, codebook and EMA statistics): a second cosine
+    cycle on the same architecture. The architecture must be the one this run names."""
+    from train.checkpoint import CheckpointError, load_mesh_vqvae
+
+    loaded, loaded_cfg = load_mesh_vqvae(path)
+    if loaded_cfg != tok_cfg:
+        raise CheckpointError(f"{path}: a tokenizer of config {loaded_cfg.name}, but this run trains {tok_cfg.name}; set tokenizer_config to match")
+    model.load_state_dict(loaded.state_dict())
+
+
 def tokenizer_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     from train.model.mesh_vqvae import MeshVQVAE
 
     tok_cfg = named_config(cfg.tokenizer_config, MeshVQVAEConfig)
     model = MeshVQVAE.from_assets(tok_cfg)
+    if cfg.init_weights:
+        _continue_tokenizer(model, tok_cfg, cfg.init_weights)
     recent: list[tuple[torch.Tensor, torch.Tensor]] = []  # (latents, tokens) of this step's micro-batches
 
     def loss(module, batch):
@@ -184,6 +197,77 @@ def tokenizer_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
         # no dropout or batch norm: eval mode only stops forward's own (per-process) EMA step
         train_mode=False, after_step=after_step,
     )  # fmt: skip
+
+
+# ---- backbone ------------------------------------------------------------------------------------
+class HeatmapForward(nn.Module):
+    """The backbone's own pose network: HRNet's 1/4 branch through `final_layer` -> joint heatmaps."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone.heatmaps(images)
+
+
+def heatmap_joint_error(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> torch.Tensor:
+    """Mean distance, in heatmap pixels, between each labelled in-crop joint and its map's argmax."""
+    b, j, h, w = heatmaps.shape
+    flat = heatmaps.detach().float().flatten(2).argmax(-1)
+    peak = torch.stack([flat % w, flat // w], -1).float()
+    u = (joints2d[..., 0] + 1) * (w / 2) - 0.5
+    v = (joints2d[..., 1] + 1) * (h / 2) - 0.5
+    weight = joints2d[..., 2] * (joints2d[..., :2].abs() <= 1).all(-1)
+    dist = (peak - torch.stack([u, v], -1)).norm(dim=-1)
+    return (dist * weight).sum() / weight.sum().clamp(min=1e-8)
+
+
+def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
+    """HRNet pre-trained on 2D joint heatmaps of the HMR crops, as the official backbone was (its
+    checkpoint still holds the pose head, `final_layer`); `hmr` then starts from it (backbone_weights).
+    A from-scratch backbone otherwise learns body orientation only after thousands of steps."""
+    from train.model.backbones import build_backbone, check_backbone_matches_config
+
+    model_cfg = named_config(cfg.model_config, MegaConfig)
+    if model_cfg.backbone != "hrnet":
+        raise ConfigError(f"stage backbone trains HRNet's pose head; {model_cfg.name} uses a {model_cfg.backbone} backbone (start its hmr stage without backbone_weights)")
+    backbone = build_backbone(model_cfg)
+    check_backbone_matches_config(model_cfg, backbone)
+    module = HeatmapForward(backbone)
+    heat_hw = (model_cfg.input_height // 4, model_cfg.input_width // 4)
+    sigma = cfg.heatmap_sigma * heat_hw[1]
+    # the 1/32 heads only feed MEGA: nothing here would train them, and weight decay would shrink them
+    for name in ("downsample_stage_1", "downsample_stage_2", "downsample_stage_3"):
+        getattr(backbone, name).requires_grad_(False)
+
+    def loss(module, batch):
+        heatmaps = module(batch["images"])
+        term = losses.heatmap_loss(heatmaps, batch["joints2d"], sigma)
+        # in input pixels, to read against the crop size
+        err_px = heatmap_joint_error(heatmaps, batch["joints2d"]) * (model_cfg.input_width / heat_hw[1])
+        return {"loss": term, "heatmaps": term.detach(), "joint_px": err_px}
+
+    return Stage(
+        name="backbone", module=module, dataset=hmr_dataset(cfg, model_cfg, backbone), loss=loss,
+        param_groups=[{"params": [p for p in backbone.parameters() if p.requires_grad], "lr_scale": 1.0}],
+        export=lambda: (backbone, model_cfg),
+    )  # fmt: skip
+
+
+def load_backbone_weights(mega: nn.Module, path: str) -> int:
+    """Copy a `backbone` stage's HRNet (pose head included) into MEGA's backbone; every key must fit."""
+    from train.checkpoint import CheckpointError, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    if ckpt.get("stage") != "backbone":
+        raise CheckpointError(f"{path}: not a backbone-stage checkpoint (stage {ckpt.get('stage')!r}); give the final.pt of `mega-rt train backbone`")
+    sd, own = ckpt["model"], mega.backbone.state_dict()
+    bad = sorted(set(sd) ^ set(own)) + [k for k in sd if k in own and own[k].shape != sd[k].shape]
+    if bad:
+        raise CheckpointError(f"{path}: backbone does not match this MEGA config ({len(bad)} keys differ, e.g. {bad[0]}); train it with the same model_config")
+    mega.backbone.load_state_dict(sd)
+    return len(sd)
 
 
 # ---- pretrain ------------------------------------------------------------------------------------
@@ -279,6 +363,8 @@ def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     check_backbone_matches_config(model_cfg, mega.backbone)
     if cfg.init_weights:
         load_pretrained_tokens_model(mega, cfg.init_weights)
+    if cfg.backbone_weights:
+        load_backbone_weights(mega, cfg.backbone_weights)
     # HRNet's pose-heatmap layer is stored for checkpoint compatibility but never used: freezing it
     # keeps it out of the optimiser (weight decay would shrink it) and out of DDP's gradient buckets.
     final_layer = getattr(mega.backbone, "final_layer", None)
@@ -315,7 +401,7 @@ def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     )  # fmt: skip
 
 
-STAGES = {"tokenizer": tokenizer_stage, "pretrain": pretrain_stage, "hmr": hmr_stage}
+STAGES = {"tokenizer": tokenizer_stage, "backbone": backbone_stage, "pretrain": pretrain_stage, "hmr": hmr_stage}
 
 
 def build_stage(cfg: TrainConfig, info: DistInfo) -> Stage:

@@ -17,6 +17,8 @@ TRAIN="$BIN/torchrun --standalone --nproc_per_node 2 -m realtime.cli train"
 [ -f runs/data/synth_train2/index.json ] || $BIN/mega-rt synth --dataset runs/data/synth_train2 --samples 4000 --seed 3
 
 OMP_NUM_THREADS=2 $BIN/mega-rt train tokenizer --config configs/train_tokenizer_synthetic.yaml --no-progress
+OMP_NUM_THREADS=2 $BIN/mega-rt train tokenizer --config configs/train_tokenizer_synthetic_cycle2.yaml --no-progress
+OMP_NUM_THREADS=2 $BIN/mega-rt train backbone --config configs/train_backbone_synthetic.yaml --no-progress
 $TRAIN pretrain --config configs/train_pretrain_synthetic.yaml --no-progress
 OMP_NUM_THREADS=2 $BIN/mega-rt train hmr --config configs/train_hmr_synthetic.yaml --no-progress
 

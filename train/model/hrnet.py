@@ -11,8 +11,10 @@ Layout (width W; W48 in the released model):
     head      downsample_stage_1/2/3 = 3/2/1 x (stride-2 3x3 conv, BN, ReLU) bring branches 1-3 to
               1/32; concatenated with branch 4 in branch order -> 15W channels (720 at 7x7 for 224x224)
 
-`final_layer` (the pose heatmap conv, W -> 24) is part of the official checkpoints but MEGA never calls
-it; it is kept so the weights load strictly. Attribute names mirror the official module so that
+`final_layer` (the pose heatmap conv, W -> 24 SMPL joints on the 1/4 branch) is part of the official
+checkpoints but MEGA never calls it; it is kept so the weights load strictly. It is what the official
+backbone was pre-trained with (2D joint heatmaps), and `mega-rt train backbone` trains it the same way
+(`heatmaps`) before MEGA's image-conditioned stage. Attribute names mirror the official module so that
 `state_dict()` keys equal the official `backbone.*` keys.
 """
 
@@ -28,7 +30,7 @@ BN_MOMENTUM = 0.1
 BLOCKS_PER_BRANCH = 4
 # (modules, branches) of stages 2, 3, 4
 STAGES = ((1, 2), (4, 3), (3, 4))
-NUM_JOINTS = 24  # channels of the unused `final_layer`
+NUM_JOINTS = 24  # channels of `final_layer`: the SMPL joints
 
 
 def _conv_bn(in_ch: int, out_ch: int, stride: int, relu: bool) -> nn.Sequential:
@@ -166,7 +168,7 @@ class HRNet(nn.Module):
             setattr(self, f"stage{s}", _Stage(*[HighResolutionModule(cur) for _ in range(modules)]))
             prev = cur
 
-        self.final_layer = nn.Conv2d(width, NUM_JOINTS, 1)  # unused; kept for strict loading
+        self.final_layer = nn.Conv2d(width, NUM_JOINTS, 1)  # pose heatmaps: backbone pre-training only
 
         self.downsample_stage_1 = _downsample_to_last(widths[0], 3)
         self.downsample_stage_2 = _downsample_to_last(widths[1], 2)
@@ -177,7 +179,8 @@ class HRNet(nn.Module):
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def branches(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The four stage-4 branches (1/4, 1/8, 1/16, 1/32 resolution)."""
         x = self.relu(self.bn1(self.conv1(images)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
@@ -188,6 +191,14 @@ class HRNet(nn.Module):
         ):
             xs = [t(xs[i] if i < len(xs) else xs[-1]) for i, t in enumerate(transition)]
             xs = stage(xs)
+        return xs
+
+    def heatmaps(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 24, H/4, W/4) joint heatmaps: the pose network the backbone comes from."""
+        return self.final_layer(self.branches(images)[0])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        xs = self.branches(images)
         return torch.cat(
             [self.downsample_stage_1(xs[0]), self.downsample_stage_2(xs[1]), self.downsample_stage_3(xs[2]), xs[3]],
             dim=1,
