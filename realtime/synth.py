@@ -240,7 +240,13 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
 
 
 def clothing_colors(body: body_lib.SyntheticBody, rng: np.random.Generator) -> np.ndarray:
-    """(V,3) RGB per-vertex colours: skin, hair, a shirt, trousers or shorts, shoes."""
+    """(V,3) RGB per-vertex colours: skin, hair, a shirt, trousers or shorts, shoes, and a face.
+
+    The front of a person must look different from the back, as it does on real people: without that
+    the renders are front/back ambiguous and a network cannot learn which way a body faces. So the
+    face has eyes, brows and a mouth, the shirt's neckline dips lower in front than behind, some shirts
+    carry a chest print, and shoes have a pale toe cap.
+    """
     part = body.vertex_part.cpu().numpy()
     verts = body.verts_template.cpu().numpy()
     joints = body.joints_rest.cpu().numpy()
@@ -256,20 +262,48 @@ def clothing_colors(body: body_lib.SyntheticBody, rng: np.random.Generator) -> n
     colours = np.empty((len(part), 3), np.float32)
     colours[:] = skin
     torso = [idx[n] for n in ("spine1", "spine2", "spine3", "left_collar", "right_collar", "left_shoulder", "right_shoulder")]
-    colours[np.isin(part, torso)] = shirt
+    is_shirt = np.isin(part, torso)
+    colours[is_shirt] = shirt
     if rng.random() < 0.6:  # long sleeves
         colours[np.isin(part, [idx["left_elbow"], idx["right_elbow"]])] = shirt
     legs = [idx[n] for n in ("pelvis", "left_hip", "right_hip")]
     if rng.random() < 0.75:  # trousers, else shorts
         legs += [idx["left_knee"], idx["right_knee"]]
     colours[np.isin(part, legs)] = pants
-    colours[np.isin(part, [idx[n] for n in ("left_ankle", "right_ankle", "left_foot", "right_foot")])] = shoes
+    feet = np.isin(part, [idx[n] for n in ("left_ankle", "right_ankle", "left_foot", "right_foot")])
+    colours[feet] = shoes
+    # toe caps: the front third of each foot, a contrasting tone
+    toe = np.isin(part, [idx["left_foot"], idx["right_foot"]]) & (verts[:, 2] > joints[idx["left_foot"], 2] + 0.03)
+    colours[toe] = np.where(shoes.mean() > 0.5, shoes * 0.55, np.clip(shoes + 0.55, 0, 1))
+    # neckline: skin in a crew (shallow) or V (deep) opening on the front of the shirt only
+    neck = joints[idx["neck"]]
+    dip = rng.uniform(0.04, 0.14)
+    front = verts[:, 2] > neck[2] + 0.02
+    opening = (neck[1] - verts[:, 1]) < dip * (1 - np.abs(verts[:, 0] - neck[0]) / 0.10) - 0.01
+    colours[is_shirt & front & opening] = skin
+    if rng.random() < 0.45:  # a chest print
+        chest = joints[idx["spine3"]]
+        print_rgb = _hsv_to_rgb(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.2, 1.0))
+        width, height, lift = rng.uniform(0.05, 0.10), rng.uniform(0.04, 0.09), rng.uniform(-0.06, 0.04)
+        on_print = (np.abs(verts[:, 0] - chest[0]) < width) & (np.abs(verts[:, 1] - chest[1] - lift) < height)
+        colours[is_shirt & ~(front & opening) & on_print & (verts[:, 2] > chest[2] + 0.05)] = print_rgb
     # hair: the top and, longer hair, the back of the head
     head = part == idx["head"]
     rel_y = verts[:, 1] - joints[idx["head"], 1]
     back = np.clip((joints[idx["head"], 2] + 0.02 - verts[:, 2]) / 0.08, 0, 1)  # 0 at the face, 1 at the back
     hairline = 0.135 - back * rng.uniform(0.10, 0.17)
     colours[head & (rel_y > hairline)] = hair
+    # face, placed from the nose tip (the front-most head vertex below the brow)
+    face = head & (rel_y < 0.12)
+    nose = verts[np.flatnonzero(face)[np.argmax(verts[face, 2])]]
+    d = verts - nose
+    for side in (-1.0, 1.0):
+        eye = face & (np.hypot(d[:, 0] - side * 0.032, d[:, 1] - 0.032) < 0.0095) & (d[:, 2] > -0.05)
+        colours[eye] = (0.05, 0.04, 0.04)
+        brow = face & (np.abs(d[:, 0] - side * 0.034) < 0.018) & (np.abs(d[:, 1] - 0.052) < 0.005) & (d[:, 2] > -0.05)
+        colours[brow] = hair * 0.8
+    mouth = face & (np.abs(d[:, 0]) < 0.022) & (np.abs(d[:, 1] + 0.040) < 0.006) & (d[:, 2] > -0.04)
+    colours[mouth] = skin * np.array([0.75, 0.45, 0.45], np.float32)
     return colours
 
 
