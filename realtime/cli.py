@@ -264,14 +264,16 @@ def _parse_size(text: str, option: str) -> tuple[int, int]:
 @click.option("--fps", type=float, default=30.0, show_default=True)
 @click.option("--focal", type=float, default=None, help="Focal length in pixels (default: the pipeline's 1000/224*max(W,H)).")
 @click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False), default=None, help="Write training crops into this folder instead of a video.")
-@click.option("--samples", type=int, default=1000, show_default=True, help="Crops to write (with --dataset).")
+@click.option("--detection-dataset", "detection_dir", type=click.Path(file_okay=False), default=None, help="Write person-detection training images (YOLO layout, one scene each, --size, up to --people) into this folder.")
+@click.option("--samples", type=int, default=1000, show_default=True, help="Crops (--dataset) or training images (--detection-dataset; plus a tenth as validation images) to write.")
 @click.option("--crop", type=click.Choice(["224x224", "256x192"]), default="224x224", show_default=True, help="Crop size HxW: the backbone input (256x192 for ViT).")
-def synth(out, people, frames, seed, size, fps, focal, dataset_dir, samples, crop):
-    """Render synthetic people with exact ground truth: OUT.mp4 + OUT.npz, or a crop dataset (--dataset DIR)."""
+def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_dir, samples, crop):
+    """Render synthetic people with exact ground truth: OUT.mp4 + OUT.npz, a crop dataset (--dataset DIR),
+    or a person-detection dataset (--detection-dataset DIR)."""
     from pathlib import Path
 
-    if (out is None) == (dataset_dir is None):
-        _fail("give either OUT.mp4 (a video) or --dataset DIR (training crops), not both or neither")
+    if sum(x is not None for x in (out, dataset_dir, detection_dir)) != 1:
+        _fail("give one of OUT.mp4 (a video), --dataset DIR (training crops) or --detection-dataset DIR (detector training images)")
     width, height = _parse_size(size, "--size")
     if focal is not None and focal <= 0:
         _fail(f"--focal {focal}: must be positive")
@@ -291,6 +293,17 @@ def synth(out, people, frames, seed, size, fps, focal, dataset_dir, samples, cro
             with tqdm(total=samples, desc="crops", unit="crop", disable=None) as bar:
                 shards = synth_lib.write_crop_dataset(dataset_dir, cfg, progress=lambda n: bar.update(n - bar.n))
             click.echo(f"{samples} crops in {len(shards)} shards in {dataset_dir} (index.json)")
+            return
+        if detection_dir is not None:
+            from realtime.synth_detection import DetectionDatasetConfig, write_detection_dataset
+
+            if samples < 1 or people < 1:
+                _fail(f"--samples {samples} --people {people}: both must be at least 1")
+            cfg = DetectionDatasetConfig(samples=samples, val_samples=max(1, samples // 10), image_wh=(width, height), max_people=people, seed=seed)
+            with tqdm(total=cfg.samples + cfg.val_samples, desc="images", unit="img", disable=None) as bar:
+                index = write_detection_dataset(detection_dir, cfg, progress=lambda n: bar.update(n - bar.n))
+            click.echo(f"{index['images']['train']} training + {index['images']['val']} validation images, "
+                       f"{index['labelled_people']} people, in {detection_dir} (index.json)")
             return
         if people < 1 or frames < 1:
             _fail(f"--people {people} --frames {frames}: both must be at least 1")
@@ -522,8 +535,8 @@ def _train_errors():
 
 
 @main.command("train")
-@click.argument("stage", type=click.Choice(["tokenizer", "backbone", "pretrain", "hmr"]))
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Flat YAML of a TrainConfig (e.g. configs/train_hmr_synthetic.yaml).")
+@click.argument("stage", type=click.Choice(["tokenizer", "backbone", "pretrain", "hmr", "detector"]))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Flat YAML of a TrainConfig (e.g. configs/train_hmr_synthetic.yaml) or, for detector, a DetectorTrainConfig.")
 @click.option("--resume", is_flag=True, help="Continue the run in the config's out_dir from its checkpoint.pt.")
 @click.option("--out", "out_dir", default=None, help="Override out_dir.")
 @click.option("--stop-after", type=int, default=None, help="Stop (with a checkpoint) after N steps of this invocation; continue with --resume.")
@@ -531,7 +544,8 @@ def _train_errors():
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUT/scalars.jsonl).")
 def train_cmd(stage, config_path, resume, out_dir, stop_after, threads, no_progress):
     """Train one stage: tokenizer (Mesh-VQ-VAE), backbone (HRNet on 2D joint heatmaps), pretrain
-    (masked tokens), hmr (MEGA from images).
+    (masked tokens), hmr (MEGA from images); detector (ultralytics YOLO on synthetic scenes, for the
+    offline demo of the detector path; see train/detector.py).
 
     Runs alone or under `torchrun --nproc_per_node N` (DDP; nccl on GPU, gloo on CPU). Writes
     OUT/checkpoint.pt (every checkpoint_every steps and on SIGTERM/SIGINT), OUT/final.pt,
@@ -542,6 +556,10 @@ def train_cmd(stage, config_path, resume, out_dir, stop_after, threads, no_progr
     from pathlib import Path
 
     from train.config import ConfigError, TrainConfig, load_config
+
+    if stage == "detector":
+        _train_detector(config_path, resume, out_dir, threads, no_progress)
+        return
     from train.loop import Interrupted, train
 
     try:
@@ -566,6 +584,30 @@ def train_cmd(stage, config_path, resume, out_dir, stop_after, threads, no_progr
         click.echo(json.dumps({k: result[k] for k in ("stage", "steps_done", "steps_total", "samples_per_s")}))
         if result["steps_done"] == cfg.steps:
             click.echo(f"wrote {Path(cfg.out_dir) / 'final.pt'} and metrics.json")
+
+
+def _train_detector(config_path, resume, out_dir, threads, no_progress):
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from train.config import ConfigError, load_config
+    from train.detector import DetectorTrainConfig, DetectorTrainingError, train_detector
+
+    try:
+        cfg = load_config(config_path, DetectorTrainConfig)
+    except ConfigError as e:
+        _fail(str(e))
+    overrides = {k: v for k, v in (("out_dir", out_dir), ("threads", threads)) if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    try:
+        metrics = train_detector(cfg, resume=resume, progress=not no_progress, config_text=Path(config_path).read_text())
+    except DetectorTrainingError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; `mega-rt train detector --config {config_path} --resume` continues from the last epoch", 130)
+    click.echo(json.dumps({k: v for k, v in metrics.items() if k.startswith("metrics/") or k in ("epochs", "wall_s_this_invocation")}))
+    click.echo(f"wrote {metrics['weights']} and metrics.json")
 
 
 def _parse_samples(text: str) -> tuple[int, ...]:
@@ -659,6 +701,45 @@ def eval_cmd(stage, weights, tokenizer_path, crop_dirs, npz_path, image_dir, smp
         click.echo(f"{k:32s} {v:10.2f}" if isinstance(v, float) else f"{k:32s} {v}")
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=1))
+        click.echo(f"wrote {json_path}")
+
+
+@main.command("score")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.argument("truth", type=click.Path(dir_okay=False))
+@click.option("--regressor", default=None, type=click.Path(exists=True, dir_okay=False), help="J_regressor .npy/.npz (J x 6890) for MPJPE; default: the synthetic body's own 24 joints.")
+@click.option("--min-iou", type=float, default=0.5, show_default=True, help="A detection matches a person at this box IoU or more.")
+@click.option("--min-visibility", type=float, default=0.15, show_default=True, help="People less visible than this are not expected.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
+def score_cmd(results, truth, regressor, min_iou, min_visibility, json_path):
+    """Score a `mega-rt video` results file (RESULTS.npz) against the ground truth of the `mega-rt synth`
+    clip it ran on (TRUTH.npz): detection recall/precision, id switches, PVE/MPJPE/PA-MPJPE and camera
+    translation error (mm) of the matched people. Any detector: people are matched by box IoU."""
+    import json
+    from pathlib import Path
+
+    from realtime.score import ScoreError, score_results
+
+    try:
+        if regressor:
+            from train.joints import load_joint_regressor
+
+            joint_reg = load_joint_regressor(regressor)
+        else:
+            from train.data.joints import synthetic_joint_regressor
+
+            joint_reg = synthetic_joint_regressor()
+        result = score_results(results, truth, joint_reg, min_iou, min_visibility)
+    except ScoreError as e:
+        _fail(str(e))
+    except _train_errors() as e:
+        _fail(str(e).strip("'\""))
+    for k, v in result.items():
+        click.echo(f"{k:20s} {v:10.3f}" if isinstance(v, float) else f"{k:20s} {v}")
+    if json_path:
+        tmp = Path(json_path).with_name(Path(json_path).name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(json_path)
         click.echo(f"wrote {json_path}")
 
 

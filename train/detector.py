@@ -1,0 +1,116 @@
+"""Train the person detector of the synthetic demo: an ultralytics YOLO from its model yaml (random
+initial weights) on `mega-rt synth --detection-dataset` images.
+
+    mega-rt train detector --config configs/train_detector_synthetic.yaml
+
+Why: the pipeline's detector is ultralytics YOLO; users online get COCO weights by name, but nothing can
+be downloaded on an offline machine or in CI, and a detector with random weights finds nobody. This
+trains one for synthetic scenes so the whole detector path (YOLO -> ByteTrack -> crops -> MEGA) can be
+measured against ground truth. It is not a detector for real footage.
+
+The training loop is ultralytics' own (its optimiser, augmentation and schedule); this module fixes its
+inputs, keeps everything under `out_dir`, and writes `out_dir/final.pt` (the best epoch's weights, with
+this config embedded under `mega_rt_config`) and `out_dir/metrics.json` atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from train.config import ConfigError
+
+
+@dataclass(frozen=True)
+class DetectorTrainConfig:
+    stage: str = "detector"
+    out_dir: str = "runs/synthetic/detector"
+    data_dir: str = "runs/data/synth_detect"  # mega-rt synth --detection-dataset
+    model: str = "yolo11n.yaml"  # an ultralytics model yaml (from scratch) or a .pt to fine-tune
+    seed: int = 0
+    epochs: int = 30
+    imgsz: int = 416
+    batch: int = 16
+    threads: int = 2
+    patience: int = 100  # epochs without improvement before ultralytics stops early
+    mosaic: float = 1.0  # ultralytics augmentation: 4-image mosaics (off for the last 10 epochs)
+
+    def __post_init__(self):
+        if self.stage != "detector":
+            raise ConfigError(f"stage must be 'detector' for a DetectorTrainConfig, not {self.stage!r}")
+        for name in ("epochs", "imgsz", "batch", "threads", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.imgsz % 32:
+            raise ConfigError(f"imgsz {self.imgsz}: must be a multiple of 32 (the detector's stride)")
+        if not self.model.endswith((".yaml", ".yml", ".pt")):
+            raise ConfigError(f"model {self.model!r}: an ultralytics model yaml (e.g. yolo11n.yaml) or .pt weights")
+        if not 0.0 <= self.mosaic <= 1.0:
+            raise ConfigError("mosaic must be in [0, 1]")
+
+
+class DetectorTrainingError(RuntimeError):
+    """One line for the user."""
+
+
+def _data_yaml(cfg: DetectorTrainConfig, out_dir: Path) -> Path:
+    data = Path(cfg.data_dir).resolve()
+    index = data / "index.json"
+    if not index.is_file():
+        raise DetectorTrainingError(f"{data}: not a detection dataset (no index.json); write one with `mega-rt synth --detection-dataset {cfg.data_dir}`")
+    classes = json.loads(index.read_text()).get("classes", ["person"])
+    path = out_dir / "data.yaml"
+    path.write_text(f"path: {data}\ntrain: images/train\nval: images/val\nnames:\n" + "".join(f"  {i}: {c}\n" for i, c in enumerate(classes)))
+    return path
+
+
+def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: bool = True, config_text: str = "") -> dict:
+    """Train; returns the metrics also written to out_dir/metrics.json."""
+    import torch
+
+    out_dir = Path(cfg.out_dir)
+    run_dir = out_dir / "yolo"
+    last = run_dir / "weights" / "last.pt"
+    if resume and not last.is_file():
+        raise DetectorTrainingError(f"{last}: nothing to resume (run without --resume to start)")
+    if not resume and run_dir.exists():
+        raise DetectorTrainingError(f"{run_dir}: a run already lives here; pass --resume to continue it or choose another out_dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_yaml = _data_yaml(cfg, out_dir)
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # no update checks, no downloads: everything is local
+    from ultralytics import YOLO
+
+    torch.set_num_threads(cfg.threads)
+    cuda = torch.cuda.is_available()
+    start = time.perf_counter()
+    if resume:
+        results = YOLO(str(last)).train(resume=True)
+    else:
+        model = YOLO(cfg.model, task="detect")
+        results = model.train(
+            data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=0 if cuda else "cpu",
+            workers=0 if not cuda else 4, seed=cfg.seed, deterministic=True, project=str(out_dir.resolve()), name="yolo",
+            exist_ok=False, plots=False, amp=cuda, patience=cfg.patience, mosaic=cfg.mosaic, verbose=progress,
+            single_cls=True,
+        )  # fmt: skip
+    wall_s = time.perf_counter() - start
+    best = run_dir / "weights" / "best.pt"
+    if not best.is_file():
+        raise DetectorTrainingError(f"{best}: ultralytics wrote no weights (see its output above)")
+    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    ckpt["mega_rt_config"] = dataclasses.asdict(cfg)
+    ckpt["mega_rt_config_text"] = config_text
+    final = out_dir / "final.pt"
+    tmp = out_dir / ".final.partial.pt"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, final)
+    metrics = {k.replace("(B)", ""): float(v) for k, v in getattr(results, "results_dict", {}).items()}
+    metrics.update(stage="detector", epochs=cfg.epochs, wall_s_this_invocation=wall_s, device="cuda" if cuda else "cpu", weights=str(final))
+    tmp = out_dir / ".metrics.partial.json"
+    tmp.write_text(json.dumps(metrics, indent=1))
+    os.replace(tmp, out_dir / "metrics.json")
+    return metrics
