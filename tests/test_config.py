@@ -29,7 +29,10 @@ YAMLS = sorted((ROOT / "configs").glob("*.yaml"))
 
 def _cls_for(path: Path):
     from train.config import TrainConfig
+    from train.detector import DetectorTrainConfig
 
+    if path.stem.startswith("train_detector"):  # the demo's YOLO (train/detector.py)
+        return DetectorTrainConfig
     if path.stem.startswith("train_"):  # training runs (train/loop.py)
         return TrainConfig
     return MeshVQVAEConfig if path.stem == "mesh_vqvae" else MegaConfig
