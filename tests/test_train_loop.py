@@ -69,13 +69,14 @@ def cli(*args, **kw) -> subprocess.Popen:
 
 
 # ---- one step ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["tokenizer", "backbone", "pretrain", "hmr"])
+@pytest.mark.parametrize("stage", ["tokenizer", "backbone", "backbone+rotcam", "pretrain", "hmr"])
 def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(files, tmp_path, stage):
     from train.loop import make_optimizer
     from train.stages import build_stage
 
     torch.manual_seed(0)
-    cfg = make_cfg(files, stage, tmp_path, lr=1e-3 if stage == "tokenizer" else 3e-4)
+    extra = {"backbone_rotcam": True} if stage == "backbone+rotcam" else {}
+    cfg = make_cfg(files, stage.split("+")[0], tmp_path, lr=1e-3 if stage == "tokenizer" else 3e-4, **extra)
     s = build_stage(cfg, DistInfo())
     s.module.train(s.train_mode)
     batch = s.dataset[list(range(4))]
@@ -297,6 +298,7 @@ def test_final_artefacts_load_with_the_checkpoint_loaders_and_evaluate(files, tm
 
 def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weights(files, tmp_path):
     from train.checkpoint import CheckpointError, read_checkpoint
+    from train.config import ConfigError
     from train.loop import train
     from train.stages import build_stage
 
@@ -312,6 +314,20 @@ def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weig
     # the 1/32 heads only feed MEGA: the backbone stage leaves them as initialised, and says so by freezing them
     stage = build_stage(bb, DistInfo())
     assert not any(p.requires_grad for p in stage.module.backbone.downsample_stage_1.parameters())
+    # with backbone_rotcam the rotation/camera head trains too (the 1/32 heads then do) and hmr starts from it
+    bbr = make_cfg(files, "backbone", tmp_path / "bbr", steps=2, backbone_rotcam=True)
+    metrics = train(bbr, progress=False)
+    assert {"rotation", "camera", "rotation_deg"} <= set(metrics["final"]) and 0 <= metrics["final"]["rotation_deg"] <= 180
+    trained = read_checkpoint(tmp_path / "bbr" / "final.pt")["model"]
+    assert "backbone.final_layer.weight" in trained and "rot_predictor.weight" in trained and "rotcam_head.0.weight" in trained
+    assert any(p.requires_grad for p in build_stage(bbr, DistInfo()).module.backbone.downsample_stage_1.parameters())
+    hmr = build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / "bbr" / "final.pt")), DistInfo())
+    mega = hmr.module.mega
+    assert all(torch.equal(mega.backbone.state_dict()[k[len("backbone."):]], v) for k, v in trained.items() if k.startswith("backbone."))
+    for k in ("rotcam_head.0.weight", "rotcam_head.2.bias", "rot_predictor.weight", "cam_predictor.bias"):
+        assert torch.equal(mega.decoder.state_dict()[k], trained[k])
+    with pytest.raises(ConfigError, match="backbone_rotcam is a setting of the backbone stage"):
+        make_cfg(files, "hmr", tmp_path / "x", backbone_rotcam=True)
     # a checkpoint of another stage is refused with the file's name
     with pytest.raises(CheckpointError, match="tokenizer.pt.*not a backbone-stage checkpoint"):
         build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(files / "tokenizer.pt")), DistInfo())

@@ -233,6 +233,7 @@ class TrainConfig:
     vertex_loss_weight: float = 1.0  # tokenizer: mean per-vertex Euclidean distance (metres)
     token_loss_weight: float = 1.0
     heatmap_sigma: float = 0.05  # backbone: std of a joint's target heatmap, as a fraction of the heatmap width
+    backbone_rotcam: bool = False  # backbone: also train MEGA's rotation/camera head (hmr starts from it)
     rotation_loss_weight: float = 1.0
     camera_loss_weight: float = 1.0
     dead_code_every: int = 100  # tokenizer: restart unused codes every N steps, from step 0 (0: never)
@@ -268,6 +269,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.heatmap_sigma <= 0.5:
             raise ConfigError(f"heatmap_sigma must be in (0, 0.5] (a fraction of the heatmap width), got {self.heatmap_sigma}")
+        if self.backbone_rotcam and self.stage != "backbone":
+            raise ConfigError(f"backbone_rotcam is a setting of the backbone stage, not of {self.stage!r}")
         if len(self.betas) != 2:
             raise ConfigError(f"betas must be two numbers, got {list(self.betas)}")
         if self.hmr_npz and len(self.image_dirs) != len(self.hmr_npz):

@@ -201,14 +201,25 @@ def tokenizer_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
 
 # ---- backbone ------------------------------------------------------------------------------------
 class HeatmapForward(nn.Module):
-    """The backbone's own pose network: HRNet's 1/4 branch through `final_layer` -> joint heatmaps."""
+    """The backbone's own pose network: HRNet's 1/4 branch through `final_layer` -> joint heatmaps;
+    with `rotcam`, also MEGA's rotation/camera head on the backbone's MEGA features (one trunk pass)."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, rotcam: dict[str, nn.Module] | None = None):
         super().__init__()
         self.backbone = backbone
+        self.has_rotcam = rotcam is not None
+        for name, module in (rotcam or {}).items():  # the attribute names MEGA's decoder uses
+            setattr(self, name, module)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone.heatmaps(images)
+    def forward(self, images: torch.Tensor):
+        from train.model.mega import rotcam_forward
+
+        xs = self.backbone.branches(images)
+        heatmaps = self.backbone.final_layer(xs[0])
+        if not self.has_rotcam:
+            return heatmaps, None, None
+        rot6d, cam = rotcam_forward(self, self.backbone.features_from_branches(xs))
+        return heatmaps, rot6d, cam
 
 
 def heatmap_joint_error(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> torch.Tensor:
@@ -226,48 +237,79 @@ def heatmap_joint_error(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> torch
 def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     """HRNet pre-trained on 2D joint heatmaps of the HMR crops, as the official backbone was (its
     checkpoint still holds the pose head, `final_layer`); `hmr` then starts from it (backbone_weights).
-    A from-scratch backbone otherwise learns body orientation only after thousands of steps."""
+
+    With `backbone_rotcam`, MEGA's rotation/camera head trains here too, on the pooled MEGA features
+    with the hmr stage's rotation and reprojection losses, and hmr starts from it as well: heatmaps
+    teach where joints are, not which way the body faces, and in hmr the head's signal competes with
+    the token loss through two Dropout(0.5) layers (session 2: ~3000 steps at the best-constant level).
+    """
     from train.model.backbones import build_backbone, check_backbone_matches_config
+    from train.model.mega import rotcam_modules
 
     model_cfg = named_config(cfg.model_config, MegaConfig)
     if model_cfg.backbone != "hrnet":
         raise ConfigError(f"stage backbone trains HRNet's pose head; {model_cfg.name} uses a {model_cfg.backbone} backbone (start its hmr stage without backbone_weights)")
     backbone = build_backbone(model_cfg)
     check_backbone_matches_config(model_cfg, backbone)
-    module = HeatmapForward(backbone)
+    module = HeatmapForward(backbone, rotcam_modules(model_cfg) if cfg.backbone_rotcam else None)
     heat_hw = (model_cfg.input_height // 4, model_cfg.input_width // 4)
     sigma = cfg.heatmap_sigma * heat_hw[1]
-    # the 1/32 heads only feed MEGA: nothing here would train them, and weight decay would shrink them
-    for name in ("downsample_stage_1", "downsample_stage_2", "downsample_stage_3"):
-        getattr(backbone, name).requires_grad_(False)
+    if not cfg.backbone_rotcam:
+        # the 1/32 heads only feed MEGA: nothing here would train them, and weight decay would shrink them
+        for name in ("downsample_stage_1", "downsample_stage_2", "downsample_stage_3"):
+            getattr(backbone, name).requires_grad_(False)
 
     def loss(module, batch):
-        heatmaps = module(batch["images"])
+        heatmaps, rot6d, cam = module(batch["images"])
         term = losses.heatmap_loss(heatmaps, batch["joints2d"], sigma)
         # in input pixels, to read against the crop size
         err_px = heatmap_joint_error(heatmaps, batch["joints2d"]) * (model_cfg.input_width / heat_hw[1])
-        return {"loss": term, "heatmaps": term.detach(), "joint_px": err_px}
+        out = {"loss": term, "heatmaps": term.detach(), "joint_px": err_px}
+        if rot6d is not None:
+            rotmat = rot6d_to_matrix(rot6d.float())
+            rot = losses.rotation_loss(rotmat, batch["rotmat"])
+            joints_cam = batch["joints_canonical"] @ rotmat.transpose(1, 2)
+            reproj = losses.reprojection_loss(joints_cam, cam.float(), batch["joints2d"])
+            out["loss"] = term + cfg.rotation_loss_weight * rot + cfg.camera_loss_weight * reproj
+            out.update(rotation=rot.detach(), camera=reproj.detach(), rotation_deg=_rotation_error_deg(rotmat, batch["rotmat"]))
+        return out
 
     return Stage(
         name="backbone", module=module, dataset=hmr_dataset(cfg, model_cfg, backbone), loss=loss,
-        param_groups=[{"params": [p for p in backbone.parameters() if p.requires_grad], "lr_scale": 1.0}],
-        export=lambda: (backbone, model_cfg),
+        param_groups=[{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": 1.0}],
+        export=lambda: (module if cfg.backbone_rotcam else backbone, model_cfg),
     )  # fmt: skip
 
 
+def _rotation_error_deg(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Mean geodesic angle (degrees) between two batches of rotation matrices."""
+    cos = ((pred.detach().transpose(1, 2) @ true).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    return torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0))).mean()
+
+
 def load_backbone_weights(mega: nn.Module, path: str) -> int:
-    """Copy a `backbone` stage's HRNet (pose head included) into MEGA's backbone; every key must fit."""
+    """Copy a `backbone` stage's HRNet (pose head included) into MEGA's backbone, and its rotation/
+    camera head into MEGA's decoder when it trained one; every key must fit."""
     from train.checkpoint import CheckpointError, read_checkpoint
 
     ckpt = read_checkpoint(path)
     if ckpt.get("stage") != "backbone":
         raise CheckpointError(f"{path}: not a backbone-stage checkpoint (stage {ckpt.get('stage')!r}); give the final.pt of `mega-rt train backbone`")
-    sd, own = ckpt["model"], mega.backbone.state_dict()
+    sd, head = ckpt["model"], {}
+    if any(k.startswith("backbone.") for k in sd):  # backbone_rotcam: backbone.* + the head's keys
+        head = {k: v for k, v in sd.items() if not k.startswith("backbone.")}
+        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+    own = mega.backbone.state_dict()
     bad = sorted(set(sd) ^ set(own)) + [k for k in sd if k in own and own[k].shape != sd[k].shape]
+    own_head = mega.decoder.state_dict()
+    bad += [k for k, v in head.items() if k not in own_head or own_head[k].shape != v.shape]
     if bad:
         raise CheckpointError(f"{path}: backbone does not match this MEGA config ({len(bad)} keys differ, e.g. {bad[0]}); train it with the same model_config")
     mega.backbone.load_state_dict(sd)
-    return len(sd)
+    with torch.no_grad():
+        for k, v in head.items():
+            own_head[k].copy_(v)
+    return len(sd) + len(head)
 
 
 # ---- pretrain ------------------------------------------------------------------------------------

@@ -198,7 +198,10 @@ class HRNet(nn.Module):
         return self.final_layer(self.branches(images)[0])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        xs = self.branches(images)
+        return self.features_from_branches(self.branches(images))
+
+    def features_from_branches(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """The four branches -> MEGA's (B, 15C, H/32, W/32) features (what forward returns)."""
         return torch.cat(
             [self.downsample_stage_1(xs[0]), self.downsample_stage_2(xs[1]), self.downsample_stage_3(xs[2]), xs[3]],
             dim=1,

@@ -105,6 +105,24 @@ def fold_empty_encoder(state_dict: dict, cfg: MegaConfig, prefix: str = "encoder
     return x[0]
 
 
+def rotcam_modules(cfg: MegaConfig) -> dict[str, nn.Module]:
+    """MEGA's rotation/camera head, by the attribute names its decoder (and the official keys) use;
+    also built alone by the backbone stage, which can pre-train it."""
+    d = cfg.emb_dim
+    # the official head has Dropout(0.5) between linears and no activation
+    return {
+        "rotcam_head": nn.Sequential(nn.Linear(cfg.cond_dim, d), nn.Dropout(0.5), nn.Linear(d, d), nn.Dropout(0.5)),
+        "rot_predictor": nn.Linear(d, 6),
+        "cam_predictor": nn.Linear(d, 3),
+    }
+
+
+def rotcam_forward(head: nn.Module, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,C,h,w) backbone features -> rot6d (B,6), cam_crop (B,3) through `head`'s rotcam modules."""
+    h = head.rotcam_head(features.mean(dim=(2, 3)))
+    return head.rot_predictor(h), head.cam_predictor(h)
+
+
 class MegaDecoder(nn.Module):
     def __init__(self, cfg: MegaConfig):
         super().__init__()
@@ -114,10 +132,8 @@ class MegaDecoder(nn.Module):
         self.pos_embedding = nn.Parameter(torch.zeros(cfg.seq_length + 1, 1, d))
         self.transformer = Blocks(*[Block(d, cfg.decoder_heads, cfg.layer_norm_eps) for _ in range(cfg.decoder_layers)])
         self.head = nn.Linear(d, cfg.dim_tokens)
-        # the official head has Dropout(0.5) between linears and no activation
-        self.rotcam_head = nn.Sequential(nn.Linear(cfg.cond_dim, d), nn.Dropout(0.5), nn.Linear(d, d), nn.Dropout(0.5))
-        self.rot_predictor = nn.Linear(d, 6)
-        self.cam_predictor = nn.Linear(d, 3)
+        for name, module in rotcam_modules(cfg).items():  # rotcam_head, rot_predictor, cam_predictor
+            setattr(self, name, module)
         self.cond_emb = nn.Linear(cfg.cond_dim, d)
         self.register_buffer("cond_positions", sinusoidal_positions(cfg.cond_length, d), persistent=False)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
@@ -130,8 +146,7 @@ class MegaDecoder(nn.Module):
 
     def rotcam(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Average-pooled features -> rot6d (B,6), cam_crop (B,3). Never sees the tokens."""
-        h = self.rotcam_head(features.mean(dim=(2, 3)))
-        return self.rot_predictor(h), self.cam_predictor(h)
+        return rotcam_forward(self, features)
 
     def slots(self, cls_feature: torch.Tensor, token_features: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """(B,N+1,D): slot 0 = encoder cls output, then encoder output where visible, mask token elsewhere."""
