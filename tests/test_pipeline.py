@@ -393,18 +393,6 @@ def test_sigint_finalises_the_outputs(street, tmp_path):
 PVE_BOUND_MM = 420.0
 
 
-def _pve_mm(results_npz, gt_npz) -> float:
-    """Mean vertex error (mm) of tracked people vs the ground truth, after aligning the mesh centroids
-    (root-relative PVE: depth from a 1-pixel scale cue is a separate error)."""
-    gt = np.load(gt_npz)
-    with np.load(results_npz) as z:
-        errs = []
-        for f, k, v in zip(z["frame"], z["track_id"], z["verts"].astype(np.float32)):
-            g = gt["verts_cam"][f, k]
-            errs.append(np.linalg.norm((v - v.mean(0)) - (g - g.mean(0)), axis=-1).mean())
-    return 1000 * float(np.mean(errs))
-
-
 @pytest.mark.slow
 def test_demo_weights_recover_synthetic_people(tmp_path, assets_dir):
     from train.demo import DEMO_DIR
@@ -415,6 +403,9 @@ def test_demo_weights_recover_synthetic_people(tmp_path, assets_dir):
 
     video, npz = write_scene_video(tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0))
     _cli(["video", video, "--out", tmp_path / "p.mp4", "--boxes", npz, "--threads", "2", "--no-progress"], expect=0)
-    pve = _pve_mm(tmp_path / "p.npz", npz)
-    print(f"demo weights, ground-truth boxes: PVE {pve:.1f} mm")
-    assert pve < PVE_BOUND_MM
+    from realtime.score import score_results
+
+    figures = score_results(tmp_path / "p.npz", npz)
+    print(f"demo weights, ground-truth boxes: {figures}")
+    assert figures["recall"] == 1.0 and figures["id_switches"] == 0
+    assert figures["pve_mm"] < PVE_BOUND_MM

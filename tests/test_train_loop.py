@@ -326,6 +326,12 @@ def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weig
     assert all(torch.equal(mega.backbone.state_dict()[k[len("backbone."):]], v) for k, v in trained.items() if k.startswith("backbone."))
     for k in ("rotcam_head.0.weight", "rotcam_head.2.bias", "rot_predictor.weight", "cam_predictor.bias"):
         assert torch.equal(mega.decoder.state_dict()[k], trained[k])
+    # the head's Dropout p is a training setting (official 0.5), applied in both stages
+    assert build_stage(make_cfg(files, "backbone", tmp_path / "d", backbone_rotcam=True, rotcam_dropout=0.0), DistInfo()).module.rotcam_head[1].p == 0.0
+    assert build_stage(make_cfg(files, "hmr", tmp_path / "d2", rotcam_dropout=0.1), DistInfo()).module.mega.decoder.rotcam_head[3].p == 0.1
+    assert mega.decoder.rotcam_head[1].p == 0.5
+    with pytest.raises(ConfigError, match="rotcam_dropout must be in"):
+        make_cfg(files, "hmr", tmp_path / "x", rotcam_dropout=1.0)
     with pytest.raises(ConfigError, match="backbone_rotcam is a setting of the backbone stage"):
         make_cfg(files, "hmr", tmp_path / "x", backbone_rotcam=True)
     # a checkpoint of another stage is refused with the file's name

@@ -234,6 +234,7 @@ class TrainConfig:
     token_loss_weight: float = 1.0
     heatmap_sigma: float = 0.05  # backbone: std of a joint's target heatmap, as a fraction of the heatmap width
     backbone_rotcam: bool = False  # backbone: also train MEGA's rotation/camera head (hmr starts from it)
+    rotcam_dropout: float = 0.5  # hmr / backbone_rotcam: p of the rotation/camera head's two Dropouts (official 0.5)
     rotation_loss_weight: float = 1.0
     camera_loss_weight: float = 1.0
     dead_code_every: int = 100  # tokenizer: restart unused codes every N steps, from step 0 (0: never)
@@ -269,6 +270,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.heatmap_sigma <= 0.5:
             raise ConfigError(f"heatmap_sigma must be in (0, 0.5] (a fraction of the heatmap width), got {self.heatmap_sigma}")
+        if not 0.0 <= self.rotcam_dropout < 1.0:
+            raise ConfigError(f"rotcam_dropout must be in [0, 1), got {self.rotcam_dropout}")
         if self.backbone_rotcam and self.stage != "backbone":
             raise ConfigError(f"backbone_rotcam is a setting of the backbone stage, not of {self.stage!r}")
         if len(self.betas) != 2:

@@ -252,6 +252,8 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     backbone = build_backbone(model_cfg)
     check_backbone_matches_config(model_cfg, backbone)
     module = HeatmapForward(backbone, rotcam_modules(model_cfg) if cfg.backbone_rotcam else None)
+    if cfg.backbone_rotcam:
+        _set_rotcam_dropout(module.rotcam_head, cfg.rotcam_dropout)
     heat_hw = (model_cfg.input_height // 4, model_cfg.input_width // 4)
     sigma = cfg.heatmap_sigma * heat_hw[1]
     if not cfg.backbone_rotcam:
@@ -279,6 +281,14 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
         param_groups=[{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": 1.0}],
         export=lambda: (module if cfg.backbone_rotcam else backbone, model_cfg),
     )  # fmt: skip
+
+
+def _set_rotcam_dropout(rotcam_head: nn.Module, p: float) -> None:
+    # a training setting, not a weight: the official head trains with 0.5, which on a small CPU run
+    # leaves the linear head's gradient mostly noise
+    for m in rotcam_head.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
 
 
 def _rotation_error_deg(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -417,6 +427,7 @@ def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
         for block in mega.backbone.blocks[-cfg.vit_trainable_blocks :]:
             block.requires_grad_(True)
         mega.backbone.last_norm.requires_grad_(True)
+    _set_rotcam_dropout(mega.decoder.rotcam_head, cfg.rotcam_dropout)
     tokenizer = _load_tokenizer(cfg)
     targets = TokenTargets(tokenizer)
     module = HmrForward(mega)
