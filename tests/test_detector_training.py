@@ -94,3 +94,16 @@ def test_train_detector_without_a_dataset_is_a_one_line_error(tmp_path):
     cfg.write_text(f"stage: detector\nout_dir: {tmp_path / 'run'}\ndata_dir: {tmp_path / 'none'}\n")
     result = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg)])
     assert result.exit_code == 2 and "--detection-dataset" in result.output and "Traceback" not in result.output
+
+
+def test_portable_checkpoint_names_no_folder_of_this_machine(tmp_path):
+    from types import SimpleNamespace
+
+    from train.detector import portable_checkpoint
+
+    model = SimpleNamespace(args={"project": str(tmp_path / "runs" / "det"), "data": "rel/data.yaml", "epochs": 3})
+    ckpt = {"train_args": {"save_dir": str(tmp_path / "runs" / "det" / "yolo"), "model": "/elsewhere/y.yaml"},
+            "model": model, "ema": None, "git": {"root": str(tmp_path)}}  # fmt: skip
+    out = portable_checkpoint(ckpt, tmp_path)
+    assert out["train_args"] == {"save_dir": "runs/det/yolo", "model": "/elsewhere/y.yaml"}  # only paths under root
+    assert model.args == {"project": "runs/det", "data": "rel/data.yaml", "epochs": 3} and "git" not in out

@@ -387,7 +387,7 @@ def test_sigint_finalises_the_outputs(street, tmp_path):
 
 
 # ---- accuracy with the demo weights ----------------------------------------------------------------
-# The session-2 demo weights measure 388 mm here (2 walkers, 12 frames; `mega-rt eval hmr` on 300 synthetic
+# The session-2 demo weights measure 395 mm here (2 walkers, 12 frames; 388 mm before the people had faces; `mega-rt eval hmr` on 300 synthetic
 # test crops: 313 mm, the constant mean mesh 269 mm): they miss issue #4's target, so this bound only guards
 # the pipeline (boxes, crops, camera, rotation, results) against regressions; better weights tighten it.
 PVE_BOUND_MM = 420.0
@@ -408,4 +408,25 @@ def test_demo_weights_recover_synthetic_people(tmp_path, assets_dir):
     figures = score_results(tmp_path / "p.npz", npz)
     print(f"demo weights, ground-truth boxes: {figures}")
     assert figures["recall"] == 1.0 and figures["id_switches"] == 0
+    assert figures["pve_mm"] < PVE_BOUND_MM
+
+
+@pytest.mark.slow
+def test_demo_detector_finds_and_recovers_synthetic_people(tmp_path, assets_dir):
+    # The whole detector path (YOLO -> ByteTrack -> crops -> MEGA) on a clip it never saw, scored against
+    # the ground truth by box matching. The detector (train/demo_weights/detector.pt, mega-rt train
+    # detector) knows synthetic people only; on the 3-person, 60-frame clip of seed 21 it measured
+    # recall 0.95, precision 0.96, PVE 330 mm (ground-truth boxes: 350 mm); here recall 1.0, 390 mm.
+    from realtime.score import score_results
+    from realtime.synth import SceneConfig, write_scene_video
+    from train.demo import DEMO_DIR
+
+    detector = DEMO_DIR / "detector.pt"
+    if not ((DEMO_DIR / "mega.pt").is_file() and detector.is_file()):
+        pytest.skip(f"demo weights or demo detector not installed in {DEMO_DIR}")
+    video, npz = write_scene_video(tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0))
+    _cli(["video", video, "--out", tmp_path / "p.mp4", "--detector", detector, "--det-imgsz", "320", "--threads", "2", "--no-progress"], expect=0)
+    figures = score_results(tmp_path / "p.npz", npz)
+    print(f"demo weights, demo detector: {figures}")
+    assert figures["recall"] >= 0.8 and figures["precision"] >= 0.8
     assert figures["pve_mm"] < PVE_BOUND_MM

@@ -159,7 +159,9 @@ def test_cli_dataset_mode_writes_shards(tmp_path, renderer):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["synth"], "either OUT.mp4"),
+        (["synth"], "give one of OUT.mp4"),
+        (["synth", "x.mp4", "--detection-dataset", "d"], "give one of OUT.mp4"),
+        (["synth", "--detection-dataset", "d", "--people", "0"], "--people 0"),
         (["synth", "x.mp4", "--size", "12x"], "--size '12x'"),
         (["synth", "x.mp4", "--people", "0"], "--people 0"),
         (["synth", "x.avi"], "must be an .mp4"),

@@ -68,6 +68,26 @@ def _data_yaml(cfg: DetectorTrainConfig, out_dir: Path) -> Path:
     return path
 
 
+def portable_checkpoint(ckpt: dict, root: Path) -> dict:
+    """Paths under `root` in ultralytics' records (train_args, the model's args) made relative, and its
+    git record (the machine's checkout) dropped, so the weights name no folder of this machine."""
+    prefix = str(Path(root).resolve()).rstrip("/") + "/"
+
+    def rel(args):
+        if isinstance(args, dict):
+            for k, v in args.items():
+                if isinstance(v, str) and v.startswith(prefix):
+                    args[k] = v[len(prefix) :]
+        return args
+
+    rel(ckpt.get("train_args"))
+    for key in ("model", "ema"):
+        if ckpt.get(key) is not None:
+            rel(getattr(ckpt[key], "args", None))
+    ckpt.pop("git", None)
+    return ckpt
+
+
 def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: bool = True, config_text: str = "") -> dict:
     """Train; returns the metrics also written to out_dir/metrics.json."""
     import torch
@@ -101,7 +121,7 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
     best = run_dir / "weights" / "best.pt"
     if not best.is_file():
         raise DetectorTrainingError(f"{best}: ultralytics wrote no weights (see its output above)")
-    ckpt = torch.load(best, map_location="cpu", weights_only=False)
+    ckpt = portable_checkpoint(torch.load(best, map_location="cpu", weights_only=False), Path.cwd())
     ckpt["mega_rt_config"] = dataclasses.asdict(cfg)
     ckpt["mega_rt_config_text"] = config_text
     final = out_dir / "final.pt"
