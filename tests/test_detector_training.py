@@ -87,6 +87,8 @@ def test_train_detector_end_to_end_writes_weights_the_pipeline_loads(detection_d
     # a second run into the same folder is refused in one line; --resume of a finished run too
     again = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg), "--no-progress"])
     assert again.exit_code == 2 and "already lives here" in again.output and "Traceback" not in again.output
+    finished = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg), "--resume", "--no-progress"])
+    assert finished.exit_code == 2 and "run is finished" in finished.output and "Traceback" not in finished.output, finished.output
 
 
 def test_train_detector_without_a_dataset_is_a_one_line_error(tmp_path):
@@ -94,6 +96,13 @@ def test_train_detector_without_a_dataset_is_a_one_line_error(tmp_path):
     cfg.write_text(f"stage: detector\nout_dir: {tmp_path / 'run'}\ndata_dir: {tmp_path / 'none'}\n")
     result = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg)])
     assert result.exit_code == 2 and "--detection-dataset" in result.output and "Traceback" not in result.output
+
+
+def test_train_detector_with_an_unknown_model_is_a_one_line_error(detection_dataset, tmp_path):
+    cfg = tmp_path / "det.yaml"
+    cfg.write_text(f"stage: detector\nout_dir: {tmp_path / 'run'}\ndata_dir: {detection_dataset[0]}\nmodel: yolo99z.yaml\n")
+    result = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg)])
+    assert result.exit_code == 2 and "yolo99z.yaml" in result.output and "Traceback" not in result.output, result.output
 
 
 def test_portable_checkpoint_names_no_folder_of_this_machine(tmp_path):

@@ -97,6 +97,9 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
     last = run_dir / "weights" / "last.pt"
     if resume and not last.is_file():
         raise DetectorTrainingError(f"{last}: nothing to resume (run without --resume to start)")
+    if resume and (out_dir / "final.pt").is_file():
+        # ultralytics would silently start another training on its default data instead
+        raise DetectorTrainingError(f"{out_dir}: this run is finished (final.pt); nothing to resume")
     if not resume and run_dir.exists():
         raise DetectorTrainingError(f"{run_dir}: a run already lives here; pass --resume to continue it or choose another out_dir")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,9 +111,15 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
     cuda = torch.cuda.is_available()
     start = time.perf_counter()
     if resume:
-        results = YOLO(str(last)).train(resume=True)
+        try:
+            results = YOLO(str(last)).train(resume=True)
+        except (AssertionError, ValueError, FileNotFoundError, RuntimeError) as e:
+            raise DetectorTrainingError(f"{last}: cannot resume ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     else:
-        model = YOLO(cfg.model, task="detect")
+        try:
+            model = YOLO(cfg.model, task="detect")
+        except Exception as e:  # ultralytics raises several kinds for a name or file it cannot build
+            raise DetectorTrainingError(f"model {cfg.model!r}: ultralytics cannot build it ({type(e).__name__}); give a model yaml such as yolo11n.yaml or a local .pt") from None
         results = model.train(
             data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=0 if cuda else "cpu",
             workers=0 if not cuda else 4, seed=cfg.seed, deterministic=True, project=str(out_dir.resolve()), name="yolo",
