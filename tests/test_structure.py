@@ -181,9 +181,12 @@ def test_no_shared_asset_is_committed():
     assert not committed, f"shared assets belong in ../shared or the cache, not the repository: {committed}"
 
 
-# The one exception: the small demo weights the package ships (train/demo.py), kept small.
+# The one exception: the small demo weights the package ships (train/demo.py), kept small. The budget
+# holds three fp16 networks: the tokenizer (~5 MB, mostly its spiral-conv weights, whose shapes the
+# official checkpoint fixes), the reduced MEGA (~7 MB) and a YOLO11n detector (~5 MB, the smallest
+# ultralytics model); growing past it means the demo grew a fourth network or stopped storing fp16.
 DEMO_WEIGHTS = "train/demo_weights/"
-DEMO_WEIGHTS_MAX_BYTES = 16 << 20
+DEMO_WEIGHTS_MAX_BYTES = 20 << 20
 
 
 def test_no_built_engines_or_weights_committed():
