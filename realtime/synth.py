@@ -287,6 +287,14 @@ def clothing_colors(body: body_lib.SyntheticBody, rng: np.random.Generator) -> n
         width, height, lift = rng.uniform(0.05, 0.10), rng.uniform(0.04, 0.09), rng.uniform(-0.06, 0.04)
         on_print = (np.abs(verts[:, 0] - chest[0]) < width) & (np.abs(verts[:, 1] - chest[1] - lift) < height)
         colours[is_shirt & ~(front & opening) & on_print & (verts[:, 2] > chest[2] + 0.05)] = print_rgb
+    # a jersey panel across the upper back, always, in the tone that contrasts most with the shirt: the
+    # face, neckline and toe caps are a few pixels in a 128-px crop, too small for the demo's tiny
+    # backbone to learn which way a body faces from (session 5: its heatmaps swapped left and right on
+    # half the test crops); a large back panel is a cue it can see
+    spine3 = joints[idx["spine3"]]
+    on_back = (np.abs(verts[:, 0] - spine3[0]) < 0.12) & (np.abs(verts[:, 1] - spine3[1] + 0.03) < 0.11)
+    panel = np.float32(0.08) if shirt.mean() > 0.5 else np.float32(0.92)
+    colours[is_shirt & on_back & (verts[:, 2] < spine3[2] - 0.02)] = panel
     # hair: the top and, longer hair, the back of the head
     head = part == idx["head"]
     rel_y = verts[:, 1] - joints[idx["head"], 1]

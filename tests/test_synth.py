@@ -199,7 +199,8 @@ def test_scene_plan_is_plausible(model):
 
 def test_people_look_different_from_the_front_and_from_behind(model):
     # Why: a person whose front looks like their back cannot tell a network which way the body faces
-    # (the first demo weights were ~80 degrees off for that reason, with plain one-colour shirts). Each
+    # (the first demo weights were ~80 degrees off for that reason, with plain one-colour shirts; with only
+    # a face, a neckline and toe caps the demo backbone still swapped left and right half the time). Each
     # front shirt vertex is compared with its mirror image behind the body (nearest vertex to the point
     # reflected through the spine's frontal plane); the face must have eyes, the back of the head not.
     verts = model.verts_template
@@ -219,6 +220,7 @@ def test_people_look_different_from_the_front_and_from_behind(model):
     for seed in range(12):
         colours = S.clothing_colors(model, np.random.default_rng(seed))
         differs = np.abs(colours[front.numpy()] - colours[partner]).max(-1) > 0.1
-        assert differs.mean() > 0.01, (seed, differs.mean())  # the neckline at least (0 with plain shirts)
+        # the back panel: ~30 % of the upper torso (0 with plain shirts, ~2 % with the neckline alone)
+        assert differs.mean() > 0.2, (seed, differs.mean())
         is_eye = (colours == eye).all(-1)
         assert is_eye[head_front].sum() >= 6 and not is_eye[head_back].any(), seed
