@@ -86,3 +86,24 @@ def test_heatmap_joint_error_is_the_argmax_distance_in_heatmap_pixels():
     maps[0, 1, 4, 3] = 1.0  # keypoint at pixel (0, 0), peak at x=3, y=4: 5 px away
     maps[0, 2, 7, 7] = 1.0  # unlabelled: ignored
     assert heatmap_joint_error(maps, joints2d).item() == pytest.approx(2.5)
+
+
+def test_heatmap_side_swaps_counts_crops_whose_left_and_right_maps_fit_the_mirrored_labels():
+    # Why: joint error alone hid that the demo backbone put left and right joints on either side at
+    # random (session 5); this share is ~0.5 for such a network and 0 for one that sees the facing.
+    from train.stages import heatmap_side_swaps
+
+    mirror = [0, 2, 1, 4, 3]  # a centre joint, then two left/right pairs
+    # keypoints at heatmap pixels: centre (4, 4), left pair at x=1, right pair at x=6
+    px = torch.tensor([[4, 4], [1, 2], [6, 2], [1, 6], [6, 6]], dtype=torch.float32)
+    joints2d = torch.cat([(px + 0.5) / 4 - 1, torch.ones(5, 1)], -1).repeat(3, 1, 1)
+    maps = torch.zeros(3, 5, 8, 8)
+    for j, (x, y) in enumerate(px.long().tolist()):
+        maps[0, j, y, x] = 1.0  # crop 0: every map on its own joint
+        xm, ym = px[mirror[j]].long().tolist()
+        maps[1, j, ym, xm] = 1.0  # crop 1: every map on its partner (left and right swapped)
+    joints2d[2, 1:, 2] = 0.0  # crop 2: side joints unlabelled -> not judged
+    assert heatmap_side_swaps(maps, joints2d, mirror, min_joints=2).item() == pytest.approx(0.5)
+    assert heatmap_side_swaps(maps[:1], joints2d[:1], mirror, min_joints=2).item() == 0.0
+    assert heatmap_side_swaps(maps[1:2], joints2d[1:2], mirror, min_joints=2).item() == 1.0
+    assert heatmap_side_swaps(maps[2:], joints2d[2:], mirror, min_joints=2).isnan()

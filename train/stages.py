@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,16 +222,43 @@ class HeatmapForward(nn.Module):
         return heatmaps, rot6d, cam
 
 
-def heatmap_joint_error(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> torch.Tensor:
-    """Mean distance, in heatmap pixels, between each labelled in-crop joint and its map's argmax."""
+def _peak_distances(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,J) distances in heatmap pixels from each map's argmax to its keypoint, and (B,J) weights:
+    the keypoint's label weight where it lies inside the crop, else 0."""
     b, j, h, w = heatmaps.shape
     flat = heatmaps.detach().float().flatten(2).argmax(-1)
     peak = torch.stack([flat % w, flat // w], -1).float()
     u = (joints2d[..., 0] + 1) * (w / 2) - 0.5
     v = (joints2d[..., 1] + 1) * (h / 2) - 0.5
     weight = joints2d[..., 2] * (joints2d[..., :2].abs() <= 1).all(-1)
-    dist = (peak - torch.stack([u, v], -1)).norm(dim=-1)
+    return (peak - torch.stack([u, v], -1)).norm(dim=-1), weight
+
+
+def heatmap_joint_error(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> torch.Tensor:
+    """Mean distance, in heatmap pixels, between each labelled in-crop joint and its map's argmax."""
+    dist, weight = _peak_distances(heatmaps, joints2d)
     return (dist * weight).sum() / weight.sum().clamp(min=1e-8)
+
+
+def heatmap_side_swaps(heatmaps: torch.Tensor, joints2d: torch.Tensor, mirror: Sequence[int], min_joints: int = 3) -> torch.Tensor:
+    """Share of crops whose left/right joint maps fit the mirrored labels better than the true ones.
+
+    A network that cannot see which way a body faces puts a joint and its mirror partner on either
+    side at random: ~0.5, however small the joint error gets. Counted over the crops with at least
+    `min_joints` side joints labelled (with their partners) inside the crop; NaN when there are none.
+    """
+    mirror = torch.as_tensor(list(mirror), device=heatmaps.device)
+    side = torch.nonzero(mirror != torch.arange(len(mirror), device=mirror.device))[:, 0]
+    dist, weight = _peak_distances(heatmaps, joints2d)
+    swapped_dist, _ = _peak_distances(heatmaps, joints2d[:, mirror])
+    use = ((weight[:, side] > 0) & (weight[:, mirror[side]] > 0)).float()
+    count = use.sum(1)
+    as_labelled = (dist[:, side] * use).sum(1)
+    as_mirrored = (swapped_dist[:, side] * use).sum(1)
+    judged = count >= min_joints
+    if not bool(judged.any()):
+        return torch.tensor(float("nan"))
+    return (as_mirrored[judged] < as_labelled[judged]).float().mean()
 
 
 def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
@@ -243,6 +270,7 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     teach where joints are, not which way the body faces, and in hmr the head's signal competes with
     the token loss through two Dropout(0.5) layers (session 2: ~3000 steps at the best-constant level).
     """
+    from train import body as body_lib
     from train.model.backbones import build_backbone, check_backbone_matches_config
     from train.model.mega import rotcam_modules
 
@@ -266,7 +294,10 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
         term = losses.heatmap_loss(heatmaps, batch["joints2d"], sigma)
         # in input pixels, to read against the crop size
         err_px = heatmap_joint_error(heatmaps, batch["joints2d"]) * (model_cfg.input_width / heat_hw[1])
-        out = {"loss": term, "heatmaps": term.detach(), "joint_px": err_px}
+        # every rank must log the same names (distributed.all_mean), so a batch with no crop to judge
+        # (none has 3 side joints in view: not seen on person-centred crops) logs 0 rather than nothing
+        swaps = torch.nan_to_num(heatmap_side_swaps(heatmaps, batch["joints2d"], body_lib.JOINT_MIRROR), nan=0.0)
+        out = {"loss": term, "heatmaps": term.detach(), "joint_px": err_px, "side_swaps": swaps}
         if rot6d is not None:
             rotmat = rot6d_to_matrix(rot6d.float())
             rot = losses.rotation_loss(rotmat, batch["rotmat"])
