@@ -290,7 +290,8 @@ def clothing_colors(body: body_lib.SyntheticBody, rng: np.random.Generator) -> n
     # a jersey panel across the upper back, always, in the tone that contrasts most with the shirt: the
     # face, neckline and toe caps are a few pixels in a 128-px crop, too small for the demo's tiny
     # backbone to learn which way a body faces from (session 5: its heatmaps swapped left and right on
-    # half the test crops); a large back panel is a cue it can see
+    # half the test crops); a large back panel is a cue it can see. (Session 5: not enough on its own; the
+    # 3000-step backbone still swapped left and right on 49 % of test crops, its `side_swaps` log.)
     spine3 = joints[idx["spine3"]]
     on_back = (np.abs(verts[:, 0] - spine3[0]) < 0.12) & (np.abs(verts[:, 1] - spine3[1] + 0.03) < 0.11)
     panel = np.float32(0.08) if shirt.mean() > 0.5 else np.float32(0.92)
