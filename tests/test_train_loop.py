@@ -69,13 +69,13 @@ def cli(*args, **kw) -> subprocess.Popen:
 
 
 # ---- one step ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["tokenizer", "backbone", "backbone+rotcam", "pretrain", "hmr"])
+@pytest.mark.parametrize("stage", ["tokenizer", "backbone", "backbone+rotcam", "backbone+yaw", "pretrain", "hmr", "hmr+yaw"])
 def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(files, tmp_path, stage):
     from train.loop import make_optimizer
     from train.stages import build_stage
 
     torch.manual_seed(0)
-    extra = {"backbone_rotcam": True} if stage == "backbone+rotcam" else {}
+    extra = {"backbone+rotcam": {"backbone_rotcam": True}, "backbone+yaw": {"yaw_bins": 8}, "hmr+yaw": {"yaw_bins": 8}}.get(stage, {})
     cfg = make_cfg(files, stage.split("+")[0], tmp_path, lr=1e-3 if stage == "tokenizer" else 3e-4, **extra)
     s = build_stage(cfg, DistInfo())
     s.module.train(s.train_mode)
@@ -326,6 +326,41 @@ def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weig
     assert all(torch.equal(mega.backbone.state_dict()[k[len("backbone."):]], v) for k, v in trained.items() if k.startswith("backbone."))
     for k in ("rotcam_head.0.weight", "rotcam_head.2.bias", "rot_predictor.weight", "cam_predictor.bias"):
         assert torch.equal(mega.decoder.state_dict()[k], trained[k])
+    # yaw_bins: a train-only yaw classifier on the pooled MEGA features (so the 1/32 heads train); it is logged
+    # and left out of final.pt, with or without the rotation/camera head, and hmr loads what is left
+    for name, extra in (("bby", {}), ("bbry", {"backbone_rotcam": True})):
+        cfg = make_cfg(files, "backbone", tmp_path / name, steps=2, yaw_bins=8, **extra)
+        metrics = train(cfg, progress=False)
+        assert {"yaw", "yaw_deg"} <= set(metrics["final"]) and 0 <= metrics["final"]["yaw_deg"] <= 180
+        assert any(p.requires_grad for p in build_stage(cfg, DistInfo()).module.backbone.downsample_stage_1.parameters())
+        trained = read_checkpoint(tmp_path / name / "final.pt")["model"]
+        assert not any("yaw" in k for k in trained)
+        assert ("rot_predictor.weight" in trained) == bool(extra)
+        build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / name / "final.pt")), DistInfo())
+    # a backbone run continues an earlier one (init_weights): the backbone, and the head when both have one
+    for init, extra in (("bb", {}), ("bbr", {}), ("bbr", {"backbone_rotcam": True}), ("bby", {"yaw_bins": 4})):
+        stage = build_stage(make_cfg(files, "backbone", tmp_path / "c", init_weights=str(tmp_path / init / "final.pt"), **extra), DistInfo())
+        before = read_checkpoint(tmp_path / init / "final.pt")["model"]
+        now = stage.module.exported().state_dict()
+        now = now if "backbone.final_layer.weight" in now or "backbone.final_layer.weight" not in before else {f"backbone.{k}": v for k, v in now.items()}
+        shared = [k for k in before if k in now]
+        assert len(shared) >= len(stage.module.backbone.state_dict()) and all(torch.equal(now[k], before[k]) for k in shared)
+    with pytest.raises(CheckpointError, match="does not fit this backbone run"):
+        build_stage(make_cfg(files, "backbone", tmp_path / "c", init_weights=str(tmp_path / "bb" / "final.pt"), backbone_rotcam=True), DistInfo())
+    with pytest.raises(CheckpointError, match="not a backbone-stage checkpoint"):
+        build_stage(make_cfg(files, "backbone", tmp_path / "c", init_weights=str(files / "tokenizer.pt")), DistInfo())
+    with pytest.raises(ConfigError, match="init_weights is not used by the pretrain stage"):
+        make_cfg(files, "pretrain", tmp_path / "x", init_weights=str(tmp_path / "bb" / "final.pt"))
+    hmr_yaw = make_cfg(files, "hmr", tmp_path / "hmry", steps=2, yaw_bins=8)
+    metrics = train(hmr_yaw, progress=False)
+    assert {"yaw", "yaw_deg", "rotation_deg"} <= set(metrics["final"])
+    trained = read_checkpoint(tmp_path / "hmry" / "final.pt")["model"]
+    assert not any("yaw" in k for k in trained) and "decoder.rot_predictor.weight" in trained
+    for bad in (1, -2):
+        with pytest.raises(ConfigError, match="yaw_bins must be 0"):
+            make_cfg(files, "hmr", tmp_path / "x", yaw_bins=bad)
+    with pytest.raises(ConfigError, match="yaw_bins is a setting of the backbone and hmr stages"):
+        make_cfg(files, "pretrain", tmp_path / "x", yaw_bins=8)
     # the head's Dropout p is a training setting (official 0.5), applied in both stages
     assert build_stage(make_cfg(files, "backbone", tmp_path / "d", backbone_rotcam=True, rotcam_dropout=0.0), DistInfo()).module.rotcam_head[1].p == 0.0
     assert build_stage(make_cfg(files, "hmr", tmp_path / "d2", rotcam_dropout=0.1), DistInfo()).module.mega.decoder.rotcam_head[3].p == 0.1

@@ -107,3 +107,41 @@ def test_heatmap_side_swaps_counts_crops_whose_left_and_right_maps_fit_the_mirro
     assert heatmap_side_swaps(maps[:1], joints2d[:1], mirror, min_joints=2).item() == 0.0
     assert heatmap_side_swaps(maps[1:2], joints2d[1:2], mirror, min_joints=2).item() == 1.0
     assert heatmap_side_swaps(maps[2:], joints2d[2:], mirror, min_joints=2).isnan()
+
+
+def test_yaw_of_rotation_is_the_heading_of_the_bodys_forward_axis_in_the_camera_x_z_plane():
+    from train.geometry import yaw_of_rotation
+
+    def turn_about_y(deg):  # the body turned about the camera's vertical axis
+        a = math.radians(deg)
+        return torch.tensor([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
+
+    for deg in (0.0, 30.0, 90.0, -120.0, 179.0):
+        assert math.degrees(yaw_of_rotation(turn_about_y(deg)).item()) == pytest.approx(deg, abs=1e-4)
+    # an in-plane roll (the camera turning about its optical axis) leaves the heading of a body facing away
+    roll = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert yaw_of_rotation(roll @ turn_about_y(0.0)).item() == pytest.approx(0.0, abs=1e-6)
+    # SMPL's up axis (+y) against the camera's (y down): a 180-degree turn about x faces the camera
+    flip_x = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+    assert abs(math.degrees(yaw_of_rotation(flip_x).item())) == pytest.approx(180.0)
+
+
+def test_yaw_bins_cover_the_circle_and_the_loss_is_the_cross_entropy_of_the_true_bin():
+    yaw = torch.tensor([-math.pi, -math.pi + 1e-3, -0.01, 0.0, 0.5 * math.pi - 1e-3, math.pi - 1e-4, math.pi])
+    assert losses.yaw_bin_targets(yaw, 4).tolist() == [0, 0, 1, 2, 2, 3, 0]  # +pi is -pi
+    logits = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    true = torch.tensor([-3.0, 0.2])  # bins 0 and 2
+    expected = (-torch.log_softmax(logits, -1)[[0, 1], [0, 2]]).mean()
+    assert losses.yaw_bin_loss(logits, true).item() == pytest.approx(expected.item())
+
+
+def test_yaw_from_logits_is_the_circular_mean_of_the_bin_centres_and_errors_wrap():
+    sharp = torch.full((1, 8), -50.0)
+    sharp[0, 5] = 50.0  # bin 5 of 8: centre -pi + 5.5 * pi / 4 = 3 pi / 8
+    assert losses.yaw_from_logits(sharp).item() == pytest.approx(3 * math.pi / 8, abs=1e-5)
+    # two neighbouring bins across +-pi average to pi, not to 0
+    across = torch.full((1, 8), -50.0)
+    across[0, [0, 7]] = 50.0
+    assert abs(losses.yaw_from_logits(across).item()) == pytest.approx(math.pi, abs=1e-5)
+    assert losses.angle_error_deg(torch.tensor([math.radians(170.0)]), torch.tensor([math.radians(-170.0)])).item() == pytest.approx(20.0, abs=1e-4)
+    assert losses.angle_error_deg(torch.tensor([0.0, 0.0]), torch.tensor([math.pi / 2, math.pi])).item() == pytest.approx(135.0)

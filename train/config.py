@@ -203,7 +203,8 @@ class TrainConfig:
     tokenizer_config: str = "mesh_vqvae"  # MeshVQVAEConfig
     tokenizer_weights: str = ""  # trained tokenizer (pretrain, hmr: meshes -> target tokens)
     # hmr: the pre-trained token model (PretrainModel checkpoint) to start from; tokenizer: a tokenizer
-    # checkpoint to continue from with a fresh schedule (codebook and its EMA statistics included)
+    # checkpoint to continue from with a fresh schedule (codebook and its EMA statistics included);
+    # backbone: a backbone-stage final.pt to continue from (its rotation/camera head too, when both have one)
     init_weights: str = ""
     # hmr: a `backbone` stage's final.pt (HRNet pre-trained on 2D joint heatmaps) to start the backbone from
     backbone_weights: str = ""
@@ -235,6 +236,10 @@ class TrainConfig:
     heatmap_sigma: float = 0.05  # backbone: std of a joint's target heatmap, as a fraction of the heatmap width
     backbone_rotcam: bool = False  # backbone: also train MEGA's rotation/camera head (hmr starts from it)
     rotcam_dropout: float = 0.5  # hmr / backbone_rotcam: p of the rotation/camera head's two Dropouts (official 0.5)
+    # backbone / hmr: a train-only head classifies the body's yaw (train/geometry.py yaw_of_rotation) into this
+    # many bins from the pooled MEGA features, so that the features must say which way the body faces (0: off)
+    yaw_bins: int = 0
+    yaw_loss_weight: float = 1.0
     rotation_loss_weight: float = 1.0
     camera_loss_weight: float = 1.0
     dead_code_every: int = 100  # tokenizer: restart unused codes every N steps, from step 0 (0: never)
@@ -272,6 +277,12 @@ class TrainConfig:
             raise ConfigError(f"heatmap_sigma must be in (0, 0.5] (a fraction of the heatmap width), got {self.heatmap_sigma}")
         if not 0.0 <= self.rotcam_dropout < 1.0:
             raise ConfigError(f"rotcam_dropout must be in [0, 1), got {self.rotcam_dropout}")
+        if self.init_weights and self.stage == "pretrain":
+            raise ConfigError("init_weights is not used by the pretrain stage (it starts from scratch); remove it")
+        if self.yaw_bins < 0 or self.yaw_bins == 1:
+            raise ConfigError(f"yaw_bins must be 0 (off) or >= 2, got {self.yaw_bins}")
+        if self.yaw_bins and self.stage not in ("backbone", "hmr"):
+            raise ConfigError(f"yaw_bins is a setting of the backbone and hmr stages, not of {self.stage!r}")
         if self.backbone_rotcam and self.stage != "backbone":
             raise ConfigError(f"backbone_rotcam is a setting of the backbone stage, not of {self.stage!r}")
         if len(self.betas) != 2:

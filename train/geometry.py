@@ -27,6 +27,15 @@ def matrix_to_rot6d(rotmat: torch.Tensor) -> torch.Tensor:
     return rotmat[..., :2, :].reshape(*rotmat.shape[:-2], 6)
 
 
+def yaw_of_rotation(rotmat: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) canonical -> camera rotations -> (...) radians in (-pi, pi]: the heading of the body's
+    forward axis (canonical +z, where SMPL's body faces) in the camera's x-z plane. 0: the body faces
+    away from the camera (its back is seen), pi: it faces the camera, +pi/2: it faces the image's right.
+    The one quantity a heatmap network need not learn (a joint's peak is the same whichever way the body
+    faces) and MEGA's rotation cannot do without."""
+    return torch.atan2(rotmat[..., 0, 2], rotmat[..., 2, 2])
+
+
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     """(..., 3) axis-angle (Rodrigues) -> (..., 3, 3); differentiable, exact at zero."""
     angle = axis_angle.norm(dim=-1, keepdim=True).unsqueeze(-1)  # (...,1,1)

@@ -70,3 +70,30 @@ def heatmap_loss(heatmaps: torch.Tensor, joints2d: torch.Tensor, sigma: float) -
     weight = joints2d[..., 2] * inside  # (B,J)
     err = ((heatmaps.float() - target) ** 2).mean(dim=(-2, -1))  # (B,J)
     return ((err * weight).sum(1) / weight.sum(1).clamp(min=1e-8)).mean()
+
+
+def yaw_bin_targets(yaw: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B,) yaw radians -> (B,) long bin indices; bin k covers [-pi + k w, -pi + (k + 1) w), w = 2 pi / bins."""
+    import math
+
+    return torch.floor((yaw + math.pi) * (bins / (2 * math.pi))).long().remainder(bins)
+
+
+def yaw_bin_loss(logits: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (B,K) yaw-bin logits against the bins of the true (B,) yaw, mean over samples."""
+    return F.cross_entropy(logits.float(), yaw_bin_targets(yaw, logits.shape[-1]))
+
+
+def yaw_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(B,K) yaw-bin logits -> (B,) radians: the circular mean of the bin centres under the softmax."""
+    import math
+
+    k = logits.shape[-1]
+    centres = (torch.arange(k, device=logits.device, dtype=torch.float32) + 0.5) * (2 * math.pi / k) - math.pi
+    p = logits.float().softmax(-1)
+    return torch.atan2((p * centres.sin()).sum(-1), (p * centres.cos()).sum(-1))
+
+
+def angle_error_deg(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of two (B,) angle batches (radians), wrapped to [0, 180] degrees."""
+    return torch.rad2deg(torch.atan2(torch.sin(pred - true), torch.cos(pred - true)).abs()).mean()

@@ -26,7 +26,7 @@ from torch import nn
 from train import losses
 from train.config import ConfigError, MegaConfig, MeshVQVAEConfig, TrainConfig, builtin_config, load_config
 from train.distributed import DistInfo, all_gather_cat
-from train.geometry import rot6d_to_matrix
+from train.geometry import rot6d_to_matrix, yaw_of_rotation
 from train.masking import training_mask
 
 
@@ -202,24 +202,48 @@ def tokenizer_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
 # ---- backbone ------------------------------------------------------------------------------------
 class HeatmapForward(nn.Module):
     """The backbone's own pose network: HRNet's 1/4 branch through `final_layer` -> joint heatmaps;
-    with `rotcam`, also MEGA's rotation/camera head on the backbone's MEGA features (one trunk pass)."""
+    with `rotcam`, also MEGA's rotation/camera head on the backbone's MEGA features (one trunk pass);
+    with `yaw_head`, also yaw-bin logits from the pooled MEGA features (train-only, never exported)."""
 
-    def __init__(self, backbone: nn.Module, rotcam: dict[str, nn.Module] | None = None):
+    def __init__(self, backbone: nn.Module, rotcam: dict[str, nn.Module] | None = None, yaw_head: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.has_rotcam = rotcam is not None
         for name, module in (rotcam or {}).items():  # the attribute names MEGA's decoder uses
             setattr(self, name, module)
+        self.yaw_head = yaw_head
 
     def forward(self, images: torch.Tensor):
         from train.model.mega import rotcam_forward
 
         xs = self.backbone.branches(images)
         heatmaps = self.backbone.final_layer(xs[0])
+        if not self.has_rotcam and self.yaw_head is None:
+            return heatmaps, None, None, None
+        features = self.backbone.features_from_branches(xs)
+        rot6d, cam = rotcam_forward(self, features) if self.has_rotcam else (None, None)
+        yaw_logits = self.yaw_head(features.mean(dim=(2, 3))) if self.yaw_head is not None else None
+        return heatmaps, rot6d, cam, yaw_logits
+
+    def exported(self) -> nn.Module:
+        """What `final.pt` holds: the backbone, or with the rotation/camera head the backbone and the
+        head under MEGA's decoder names (`load_backbone_weights`); the yaw head is left behind."""
         if not self.has_rotcam:
-            return heatmaps, None, None
-        rot6d, cam = rotcam_forward(self, self.backbone.features_from_branches(xs))
-        return heatmaps, rot6d, cam
+            return self.backbone
+        return HeatmapForward(self.backbone, {n: getattr(self, n) for n in ("rotcam_head", "rot_predictor", "cam_predictor")})
+
+
+def yaw_head(cfg: TrainConfig, model_cfg: MegaConfig) -> nn.Module | None:
+    """The train-only yaw classifier of `yaw_bins` (one linear layer on the pooled MEGA features, the
+    input MEGA's rotation head gets), or None when it is off."""
+    return nn.Linear(model_cfg.cond_dim, cfg.yaw_bins) if cfg.yaw_bins else None
+
+
+def yaw_terms(yaw_logits: torch.Tensor, rotmat: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The yaw-bin loss and what to log of it: the loss and the error of the decoded yaw (degrees)."""
+    yaw = yaw_of_rotation(rotmat)
+    term = losses.yaw_bin_loss(yaw_logits, yaw)
+    return term, {"yaw": term.detach(), "yaw_deg": losses.angle_error_deg(losses.yaw_from_logits(yaw_logits.detach()), yaw)}
 
 
 def _peak_distances(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,18 +303,20 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
         raise ConfigError(f"stage backbone trains HRNet's pose head; {model_cfg.name} uses a {model_cfg.backbone} backbone (start its hmr stage without backbone_weights)")
     backbone = build_backbone(model_cfg)
     check_backbone_matches_config(model_cfg, backbone)
-    module = HeatmapForward(backbone, rotcam_modules(model_cfg) if cfg.backbone_rotcam else None)
+    module = HeatmapForward(backbone, rotcam_modules(model_cfg) if cfg.backbone_rotcam else None, yaw_head(cfg, model_cfg))
+    if cfg.init_weights:
+        _continue_backbone(module, cfg.init_weights)
     if cfg.backbone_rotcam:
         _set_rotcam_dropout(module.rotcam_head, cfg.rotcam_dropout)
     heat_hw = (model_cfg.input_height // 4, model_cfg.input_width // 4)
     sigma = cfg.heatmap_sigma * heat_hw[1]
-    if not cfg.backbone_rotcam:
+    if not cfg.backbone_rotcam and not cfg.yaw_bins:
         # the 1/32 heads only feed MEGA: nothing here would train them, and weight decay would shrink them
         for name in ("downsample_stage_1", "downsample_stage_2", "downsample_stage_3"):
             getattr(backbone, name).requires_grad_(False)
 
     def loss(module, batch):
-        heatmaps, rot6d, cam = module(batch["images"])
+        heatmaps, rot6d, cam, yaw_logits = module(batch["images"])
         term = losses.heatmap_loss(heatmaps, batch["joints2d"], sigma)
         # in input pixels, to read against the crop size
         err_px = heatmap_joint_error(heatmaps, batch["joints2d"]) * (model_cfg.input_width / heat_hw[1])
@@ -305,13 +331,40 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
             reproj = losses.reprojection_loss(joints_cam, cam.float(), batch["joints2d"])
             out["loss"] = term + cfg.rotation_loss_weight * rot + cfg.camera_loss_weight * reproj
             out.update(rotation=rot.detach(), camera=reproj.detach(), rotation_deg=_rotation_error_deg(rotmat, batch["rotmat"]))
+        if yaw_logits is not None:
+            yaw, logged = yaw_terms(yaw_logits, batch["rotmat"])
+            out["loss"] = out["loss"] + cfg.yaw_loss_weight * yaw
+            out.update(logged)
         return out
 
     return Stage(
         name="backbone", module=module, dataset=hmr_dataset(cfg, model_cfg, backbone), loss=loss,
         param_groups=[{"params": [p for p in module.parameters() if p.requires_grad], "lr_scale": 1.0}],
-        export=lambda: (module if cfg.backbone_rotcam else backbone, model_cfg),
+        export=lambda: (module.exported(), model_cfg),
     )  # fmt: skip
+
+
+def _continue_backbone(module: HeatmapForward, path: str) -> None:
+    """Start a backbone run from an earlier one's final.pt: the backbone, and the rotation/camera head
+    when both runs train one (a run without the head may continue one that had it, not the reverse)."""
+    from train.checkpoint import CheckpointError, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    if ckpt.get("stage") != "backbone":
+        raise CheckpointError(f"{path}: not a backbone-stage checkpoint (stage {ckpt.get('stage')!r}); give the final.pt of `mega-rt train backbone`")
+    sd = ckpt["model"]
+    if not any(k.startswith("backbone.") for k in sd):
+        sd = {f"backbone.{k}": v for k, v in sd.items()}
+    own = module.exported().state_dict()
+    if not module.has_rotcam:
+        own = {f"backbone.{k}": v for k, v in own.items()}
+        sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
+    bad = sorted(set(sd) ^ set(own)) + [k for k in sd if k in own and own[k].shape != sd[k].shape]
+    if bad:
+        raise CheckpointError(f"{path}: does not fit this backbone run ({len(bad)} keys differ, e.g. {bad[0]}); continue a run of the same model_config")
+    with torch.no_grad():
+        for k, v in sd.items():
+            own[k].copy_(v)
 
 
 def _set_rotcam_dropout(rotcam_head: nn.Module, p: float) -> None:
@@ -402,9 +455,10 @@ class HmrForward(nn.Module):
     """The training pass of MEGA in one forward (what DDP wraps): image features, image tokens and
     rotation/camera once per crop; the token encoder on the visible tokens; the decoder on both."""
 
-    def __init__(self, mega: nn.Module):
+    def __init__(self, mega: nn.Module, yaw_head: nn.Module | None = None):
         super().__init__()
         self.mega = mega
+        self.yaw_head = yaw_head  # train-only (yaw_bins); not part of MEGA, so never exported
 
     def forward(self, images: torch.Tensor, tokens_in: torch.Tensor, visible: torch.Tensor):
         mega = self.mega
@@ -412,7 +466,8 @@ class HmrForward(nn.Module):
         rot6d, cam = mega.decoder.rotcam(features)
         cls, feats = mega.encoder(tokens_in, visible)
         logits, _ = mega.decoder(mega.decoder.image_tokens(features), mega.decoder.slots(cls, feats, visible))
-        return logits, rot6d, cam
+        yaw_logits = self.yaw_head(features.mean(dim=(2, 3))) if self.yaw_head is not None else None
+        return logits, rot6d, cam, yaw_logits
 
 
 def load_pretrained_tokens_model(mega: nn.Module, path: str) -> int:
@@ -461,23 +516,28 @@ def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     _set_rotcam_dropout(mega.decoder.rotcam_head, cfg.rotcam_dropout)
     tokenizer = _load_tokenizer(cfg)
     targets = TokenTargets(tokenizer)
-    module = HmrForward(mega)
+    module = HmrForward(mega, yaw_head(cfg, model_cfg))
 
     def loss(module, batch):
         tokens = targets(batch["verts_canonical"], batch["keys"])
         tokens_in, masked = _masked_inputs(tokens, batch["mask_noise"])
-        logits, rot6d, cam = module(batch["images"], tokens_in, ~masked)
+        logits, rot6d, cam, yaw_logits = module(batch["images"], tokens_in, ~masked)
         rotmat = rot6d_to_matrix(rot6d.float())
         ce = losses.masked_token_loss(logits, tokens, masked)
         rot = losses.rotation_loss(rotmat, batch["rotmat"])
         joints_cam = batch["joints_canonical"] @ rotmat.transpose(1, 2)
         reproj = losses.reprojection_loss(joints_cam, cam.float(), batch["joints2d"])
         total = cfg.token_loss_weight * ce + cfg.rotation_loss_weight * rot + cfg.camera_loss_weight * reproj
-        return {"loss": total, "tokens": ce.detach(), "rotation": rot.detach(), "camera": reproj.detach(),
-                "token_accuracy": _token_accuracy(logits, tokens, masked)}  # fmt: skip
+        out = {"tokens": ce.detach(), "rotation": rot.detach(), "camera": reproj.detach(),
+               "rotation_deg": _rotation_error_deg(rotmat, batch["rotmat"]), "token_accuracy": _token_accuracy(logits, tokens, masked)}  # fmt: skip
+        if yaw_logits is not None:
+            yaw, logged = yaw_terms(yaw_logits, batch["rotmat"])
+            total = total + cfg.yaw_loss_weight * yaw
+            out.update(logged)
+        return {"loss": total, **out}
 
     backbone = [p for p in mega.backbone.parameters() if p.requires_grad]
-    rest = [p for n, p in mega.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    rest = [p for n, p in module.named_parameters() if not n.startswith("mega.backbone.") and p.requires_grad]
     return Stage(
         name="hmr", module=module, dataset=hmr_dataset(cfg, model_cfg, mega.backbone), loss=loss,
         param_groups=[{"params": backbone, "lr_scale": cfg.backbone_lr_scale}, {"params": rest, "lr_scale": 1.0}],
