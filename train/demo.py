@@ -1,10 +1,10 @@
 """The demo weights: a small MEGA + Mesh-VQ-VAE trained on synthetic data on a CPU, shipped in the package
 (train/demo_weights/) so the main job runs before a user fetches the official weights.
 
-They are the `final.pt` of the tokenizer and hmr stages of configs/train_*_synthetic.yaml, stored in
+They are the `final.pt` of the tokenizer and hmr stages of the configs train/train_demo_weights.sh runs, stored in
 float16 to halve their size (float32 when loaded) with their configs embedded, and a manifest that
 records the command that made them and what they measured. Reproduce with
-`train/train_demo_weights.sh`, then `python -m train.demo runs/synthetic`.
+`train/train_demo_weights.sh` (EXPORT_DEMO_WEIGHTS=1), which lays the run out as runs/demo/{tokenizer,hmr}.
 """
 
 from __future__ import annotations

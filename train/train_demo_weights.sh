@@ -1,45 +1,45 @@
 #!/usr/bin/env bash
-# Trains the small MEGA + Mesh-VQ-VAE of the synthetic demo on a CPU and, at the end, copies them into
-# train/demo_weights/. About three hours on 2 cores as it stands (measured in session 4: tokenizer cycle 1
-# 2400 steps ~49 min, cycle 2 2000 steps ~29 min, backbone heatmaps 1500 steps ~17 min, pre-training
-# ~6 min, HMR 5000 steps ~65 min in bf16 autocast, evaluation ~2 min).
-# The COMMITTED demo weights are NOT this recipe's output: this recipe (cycle-2 tokenizer, backbone stage,
-# people with faces/necklines) reached det PVE 338 mm in session 4, worse than the committed 305 mm on the
-# same test crops, so they were kept. They are reproduced by the script as of commit e193dc3:
-#   git checkout e193dc3 -- train realtime configs && train/train_demo_weights.sh
-# (that commit's synthetic people have plain clothes; its data folders must be regenerated too).
-# Stages run as one process with 2 threads (HMR in bf16 autocast, which this CPU's avx512_bf16 runs twice
-# as fast as fp32); pre-training as two single-threaded DDP processes. Outputs go to runs/ (ignored by git).
-# Data written before 2026-11-21 (plain clothes) should be deleted first: the folders are made only when absent.
+# Trains the small MEGA + Mesh-VQ-VAE of the synthetic demo on a CPU and, with EXPORT_DEMO_WEIGHTS=1, copies
+# them into train/demo_weights/. About 9 hours on 2 cores, as measured run by run (sessions 4-6; several
+# ran on one thread beside another job, so alone they are faster):
+#   tokenizer cycles 1-6 (each continues the one before): 48, 29, 27, 93, 47, 86 min;
+#   backbone heatmaps 42 min, then with the yaw classifier 39 min; pre-training on the cycle-6 codes
+#   11 min; HMR 2500 steps ~43 min in bf16 autocast (one thread); evaluation ~3 min.
+# The committed demo weights are this recipe's output (session 6); the weights before them (session 4)
+# are reproduced by this script as of commit e193dc3.
+# Outputs go to runs/ (ignored by git). Data folders are made only when absent: delete ones written
+# before 2026-11-21 (people without back panels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MEGA_RT_ASSETS="${MEGA_RT_ASSETS:-$(cd .. && pwd)/shared/assets}"
 export OMP_NUM_THREADS=1
 BIN=.venv/bin
-TRAIN="$BIN/torchrun --standalone --nproc_per_node 2 -m realtime.cli train"
 
 [ -f runs/data/synth_test/index.json ] || $BIN/mega-rt synth --dataset runs/data/synth_test --samples 300 --seed 2
 [ -f runs/data/synth_train/index.json ] || $BIN/mega-rt synth --dataset runs/data/synth_train --samples 4000 --seed 1
-[ -f runs/data/synth_train2/index.json ] || $BIN/mega-rt synth --dataset runs/data/synth_train2 --samples 4000 --seed 3
 
-OMP_NUM_THREADS=2 $BIN/mega-rt train tokenizer --config configs/train_tokenizer_synthetic.yaml --no-progress
-OMP_NUM_THREADS=2 $BIN/mega-rt train tokenizer --config configs/train_tokenizer_synthetic_cycle2.yaml --no-progress
-OMP_NUM_THREADS=2 $BIN/mega-rt train backbone --config configs/train_backbone_synthetic.yaml --no-progress
-$TRAIN pretrain --config configs/train_pretrain_synthetic.yaml --no-progress
-OMP_NUM_THREADS=2 $BIN/mega-rt train hmr --config configs/train_hmr_synthetic.yaml --no-progress
+for c in "" _cycle2 _cycle3 _cycle4 _cycle5 _cycle6; do
+    OMP_NUM_THREADS=2 $BIN/mega-rt train tokenizer --config configs/train_tokenizer_synthetic$c.yaml --no-progress
+done
+$BIN/mega-rt train backbone --config configs/train_backbone_synthetic.yaml --no-progress
+$BIN/mega-rt train backbone --config configs/train_backbone_synthetic_yaw.yaml --no-progress
+$BIN/mega-rt train pretrain --config configs/train_pretrain_synthetic_cycle6.yaml --no-progress
+$BIN/mega-rt train hmr --config configs/train_hmr_synthetic_yaw_cycle6.yaml --no-progress
 
-mkdir -p runs/synthetic/eval
-$BIN/mega-rt eval tokenizer --weights runs/synthetic/tokenizer/final.pt --synthetic-meshes 500 --seed 12345 \
-    --mean-mesh-from runs/data/synth_train --mean-mesh-from runs/data/synth_train2 --json runs/synthetic/eval/tokenizer.json
-$BIN/mega-rt eval hmr --weights runs/synthetic/hmr/final.pt --tokenizer runs/synthetic/tokenizer/final.pt \
-    --crops runs/data/synth_test --samples 1,5,10 --mean-mesh-from runs/data/synth_train --mean-mesh-from runs/data/synth_train2 --json runs/synthetic/eval/hmr.json
+# the demo = the cycle-6 tokenizer + the MEGA trained on its codes, laid out as train.demo reads a run
+mkdir -p runs/demo/tokenizer runs/demo/hmr runs/demo/eval
+cp runs/synthetic/tokenizer_cycle6/final.pt runs/demo/tokenizer/final.pt
+cp runs/synthetic/hmr_yaw_cycle6/final.pt runs/demo/hmr/final.pt
+$BIN/mega-rt eval tokenizer --weights runs/demo/tokenizer/final.pt --synthetic-meshes 500 --seed 12345 --json runs/demo/eval/tokenizer.json
+$BIN/mega-rt eval hmr --weights runs/demo/hmr/final.pt --tokenizer runs/demo/tokenizer/final.pt \
+    --crops runs/data/synth_test --samples 1,5,10 --mean-mesh-from runs/data/synth_train --json runs/demo/eval/hmr.json
 
 # the shipped (float16) weights, measured again: only when they beat the committed ones
-# (compare runs/synthetic/eval/hmr.json with train/demo_weights/manifest.json first)
+# (compare runs/demo/eval/hmr.json with train/demo_weights/manifest.json first)
 [ "${EXPORT_DEMO_WEIGHTS:-0}" = 1 ] || { echo "not exported: set EXPORT_DEMO_WEIGHTS=1 to replace train/demo_weights/"; exit 0; }
-$BIN/python -m train.demo runs/synthetic
+$BIN/python -m train.demo runs/demo
 $BIN/mega-rt eval tokenizer --weights train/demo_weights/tokenizer.pt --synthetic-meshes 500 --seed 12345 \
-    --json runs/synthetic/eval/tokenizer_demo_fp16.json
+    --json runs/demo/eval/tokenizer_demo_fp16.json
 $BIN/mega-rt eval hmr --weights train/demo_weights/mega.pt --tokenizer train/demo_weights/tokenizer.pt \
-    --crops runs/data/synth_test --samples 1,5,10 --mean-mesh-from runs/data/synth_train --mean-mesh-from runs/data/synth_train2 --json runs/synthetic/eval/hmr_demo_fp16.json
-$BIN/python -m train.demo runs/synthetic runs/synthetic/eval
+    --crops runs/data/synth_test --samples 1,5,10 --mean-mesh-from runs/data/synth_train --json runs/demo/eval/hmr_demo_fp16.json
+$BIN/python -m train.demo runs/demo runs/demo/eval
