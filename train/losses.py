@@ -6,6 +6,8 @@ processes (DDP averages them) equals the gradient of the whole batch in one proc
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -74,8 +76,6 @@ def heatmap_loss(heatmaps: torch.Tensor, joints2d: torch.Tensor, sigma: float) -
 
 def yaw_bin_targets(yaw: torch.Tensor, bins: int) -> torch.Tensor:
     """(B,) yaw radians -> (B,) long bin indices; bin k covers [-pi + k w, -pi + (k + 1) w), w = 2 pi / bins."""
-    import math
-
     return torch.floor((yaw + math.pi) * (bins / (2 * math.pi))).long().remainder(bins)
 
 
@@ -86,8 +86,6 @@ def yaw_bin_loss(logits: torch.Tensor, yaw: torch.Tensor) -> torch.Tensor:
 
 def yaw_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """(B,K) yaw-bin logits -> (B,) radians: the circular mean of the bin centres under the softmax."""
-    import math
-
     k = logits.shape[-1]
     centres = (torch.arange(k, device=logits.device, dtype=torch.float32) + 0.5) * (2 * math.pi / k) - math.pi
     p = logits.float().softmax(-1)
