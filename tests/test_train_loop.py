@@ -69,13 +69,13 @@ def cli(*args, **kw) -> subprocess.Popen:
 
 
 # ---- one step ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["tokenizer", "backbone", "backbone+rotcam", "backbone+yaw", "pretrain", "hmr", "hmr+yaw"])
+@pytest.mark.parametrize("stage", ["tokenizer", "backbone", "backbone+rotcam", "backbone+yaw", "pretrain", "hmr", "hmr+yaw", "hmr+full", "hmr+pose"])
 def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(files, tmp_path, stage):
     from train.loop import make_optimizer
     from train.stages import build_stage
 
     torch.manual_seed(0)
-    extra = {"backbone+rotcam": {"backbone_rotcam": True}, "backbone+yaw": {"yaw_bins": 8}, "hmr+yaw": {"yaw_bins": 8}}.get(stage, {})
+    extra = {"backbone+rotcam": {"backbone_rotcam": True}, "backbone+yaw": {"yaw_bins": 8}, "hmr+yaw": {"yaw_bins": 8}, "hmr+full": {"full_mask_prob": 0.5}, "hmr+pose": {"pose_head_weight": 10.0}}.get(stage, {})
     cfg = make_cfg(files, stage.split("+")[0], tmp_path, lr=1e-3 if stage == "tokenizer" else 3e-4, **extra)
     s = build_stage(cfg, DistInfo())
     s.module.train(s.train_mode)
@@ -410,3 +410,48 @@ def test_cli_rejects_bad_input_in_one_line(files, tmp_path):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, (args, err)
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_hmr_run_continues_an_hmr_run_and_full_mask_prob_is_an_hmr_setting(files, tmp_path):
+    from train.checkpoint import CheckpointError, read_checkpoint
+    from train.config import ConfigError
+    from train.loop import train
+    from train.stages import build_stage
+
+    metrics = train(make_cfg(files, "hmr", tmp_path / "first", steps=2, yaw_bins=8, full_mask_prob=0.3, pose_head_weight=10.0), progress=False)
+    assert metrics["final"]["pose_mm"] > 0 and metrics["final"]["pose_mm"] == pytest.approx(1000 * metrics["final"]["pose"], rel=1e-4)
+    final = read_checkpoint(tmp_path / "first" / "final.pt")["model"]
+    assert not any(k.startswith(("yaw_head", "pose_head")) for k in final)
+    saved = read_checkpoint(tmp_path / "first" / "checkpoint.pt")["model"]
+    # from final.pt: the whole MEGA (backbone, transformer, rotation/camera head)
+    stage = build_stage(make_cfg(files, "hmr", tmp_path / "c1", init_weights=str(tmp_path / "first" / "final.pt")), DistInfo())
+    own = stage.module.mega.state_dict()
+    assert set(own) == set(final) and all(torch.equal(own[k], v) for k, v in final.items())
+    # from checkpoint.pt: MEGA and the train-only heads, which final.pt leaves out
+    stage = build_stage(make_cfg(files, "hmr", tmp_path / "c2", yaw_bins=8, pose_head_weight=1.0, init_weights=str(tmp_path / "first" / "checkpoint.pt")), DistInfo())
+    own = stage.module.state_dict()
+    assert set(own) == set(saved) and all(torch.equal(own[k], v) for k, v in saved.items())
+    assert any(k.startswith("pose_head.") for k in own) and any(k.startswith("yaw_head.") for k in own)
+    # a run without the heads continues the same MEGA
+    stage = build_stage(make_cfg(files, "hmr", tmp_path / "c2b", init_weights=str(tmp_path / "first" / "checkpoint.pt")), DistInfo())
+    assert stage.module.yaw_head is None and stage.module.pose_head is None
+    assert all(torch.equal(stage.module.mega.state_dict()[k], v) for k, v in final.items())
+    with pytest.raises(CheckpointError, match="yaw head has 8 bins, this run 4"):
+        build_stage(make_cfg(files, "hmr", tmp_path / "c3", yaw_bins=4, init_weights=str(tmp_path / "first" / "checkpoint.pt")), DistInfo())
+    with pytest.raises(CheckpointError, match="final.pt: continues a whole MEGA.*remove backbone_weights"):
+        build_stage(make_cfg(files, "hmr", tmp_path / "c4", init_weights=str(tmp_path / "first" / "final.pt"), backbone_weights=str(tmp_path / "first" / "final.pt")), DistInfo())
+    with pytest.raises(CheckpointError, match="tokenizer.pt: not a pre-training checkpoint"):
+        build_stage(make_cfg(files, "hmr", tmp_path / "c5", init_weights=str(files / "tokenizer.pt")), DistInfo())
+    bb = make_cfg(files, "backbone", tmp_path / "bb", steps=1)
+    train(bb, progress=False)
+    with pytest.raises(CheckpointError, match="a backbone-stage checkpoint; init_weights of hmr takes a pretrain or hmr"):
+        build_stage(make_cfg(files, "hmr", tmp_path / "c6", init_weights=str(tmp_path / "bb" / "final.pt")), DistInfo())
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="full_mask_prob must be in"):
+            make_cfg(files, "hmr", tmp_path / "x", full_mask_prob=bad)
+    with pytest.raises(ConfigError, match="full_mask_prob is a setting of the hmr stage"):
+        make_cfg(files, "pretrain", tmp_path / "x", full_mask_prob=0.5)
+    with pytest.raises(ConfigError, match="pose_head_weight must be >= 0"):
+        make_cfg(files, "hmr", tmp_path / "x", pose_head_weight=-1.0)
+    with pytest.raises(ConfigError, match="pose_head_weight is a setting of the hmr stage"):
+        make_cfg(files, "backbone", tmp_path / "x", pose_head_weight=1.0)

@@ -145,3 +145,13 @@ def test_yaw_from_logits_is_the_circular_mean_of_the_bin_centres_and_errors_wrap
     assert abs(losses.yaw_from_logits(across).item()) == pytest.approx(math.pi, abs=1e-5)
     assert losses.angle_error_deg(torch.tensor([math.radians(170.0)]), torch.tensor([math.radians(-170.0)])).item() == pytest.approx(20.0, abs=1e-4)
     assert losses.angle_error_deg(torch.tensor([0.0, 0.0]), torch.tensor([math.pi / 2, math.pi])).item() == pytest.approx(135.0)
+
+
+def test_root_relative_joint_loss_subtracts_the_true_root_then_averages_distances():
+    true = torch.tensor([[[1.0, 2.0, 3.0], [1.0, 2.0, 4.0], [4.0, 6.0, 3.0]]])  # root-relative: 0, (0,0,1), (3,4,0)
+    pred = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]])  # errors 0, 0, 5
+    assert losses.root_relative_joint_loss(pred, true).item() == pytest.approx(5 / 3)
+    # a second sample with every joint off by (0, 0, 2): the mean is over joints and samples
+    true2 = torch.cat([true, torch.zeros(1, 3, 3)])
+    pred2 = torch.cat([pred, torch.tensor([[[0.0, 0.0, 2.0]] * 3])])
+    assert losses.root_relative_joint_loss(pred2, true2).item() == pytest.approx((5 / 3 + 2) / 2)

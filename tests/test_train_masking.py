@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from train.data.mixing import sample_rng
@@ -52,3 +53,28 @@ def test_masked_positions_are_uniform_over_the_sequence():
 def test_same_sample_number_same_mask():
     assert torch.equal(training_mask(_noise(64, seed=3)), training_mask(_noise(64, seed=3)))
     assert not torch.equal(training_mask(_noise(64, seed=3)), training_mask(_noise(64, seed=4)))
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5])
+def test_full_mask_prob_masks_every_token_of_that_share_and_keeps_the_schedule_on_the_rest(p):
+    noise = _noise(20000, seed=5)
+    masked = training_mask(noise, full_mask_prob=p)
+    u = noise[:, 0]
+    full = u < p
+    assert masked[full].all()
+    # the others: the paper's count at tau = (u - p) / (1 - p), which is U[0,1) again
+    tau = (u[~full] - p) / (1 - p)
+    assert torch.equal(masked[~full].sum(1), torch.floor(N * torch.cos(math.pi * tau / 2)).long())
+    assert abs(masked.all(1).double().mean().item() - p) < 0.012
+    # the rest keep the cosine schedule's distribution: E[M] ~ N * 2/pi - 1/2
+    assert abs(masked[~full].sum(1).double().mean().item() - (N * 2 / math.pi - 0.5)) < 0.5
+
+
+def test_the_papers_schedule_almost_never_masks_every_token_and_p_zero_is_that_schedule():
+    noise = _noise(20000, seed=6)
+    # M = N needs cos(pi tau / 2) == 1: in float32, tau < ~2e-4
+    assert training_mask(noise).all(1).double().mean().item() < 0.001
+    assert torch.equal(training_mask(noise, full_mask_prob=0.0), training_mask(noise))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="full_mask_prob"):
+            training_mask(noise, full_mask_prob=bad)

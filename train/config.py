@@ -202,7 +202,9 @@ class TrainConfig:
     model_config: str = "mega_hrnet"  # MegaConfig of the pretrain / hmr network
     tokenizer_config: str = "mesh_vqvae"  # MeshVQVAEConfig
     tokenizer_weights: str = ""  # trained tokenizer (pretrain, hmr: meshes -> target tokens)
-    # hmr: the pre-trained token model (PretrainModel checkpoint) to start from; tokenizer: a tokenizer
+    # hmr: the pre-trained token model (PretrainModel checkpoint) to start from, or an hmr run (its final.pt,
+    # or its checkpoint.pt to keep its train-only yaw head too) or a full MEGA checkpoint to continue with a
+    # fresh schedule; tokenizer: a tokenizer
     # checkpoint to continue from with a fresh schedule (codebook and its EMA statistics included);
     # backbone: a backbone-stage final.pt to continue from (its rotation/camera head too, when both have one)
     init_weights: str = ""
@@ -233,6 +235,9 @@ class TrainConfig:
     # losses
     vertex_loss_weight: float = 1.0  # tokenizer: mean per-vertex Euclidean distance (metres)
     token_loss_weight: float = 1.0
+    # hmr: share of samples with every mesh token masked (train/masking.py). 0 is the paper's schedule, which
+    # almost never masks all N (1 sample in 5000), although all-masked is what deterministic inference sees
+    full_mask_prob: float = 0.0
     heatmap_sigma: float = 0.05  # backbone: std of a joint's target heatmap, as a fraction of the heatmap width
     backbone_rotcam: bool = False  # backbone: also train MEGA's rotation/camera head (hmr starts from it)
     rotcam_dropout: float = 0.5  # hmr / backbone_rotcam: p of the rotation/camera head's two Dropouts (official 0.5)
@@ -240,6 +245,9 @@ class TrainConfig:
     # many bins from the pooled MEGA features, so that the features must say which way the body faces (0: off)
     yaw_bins: int = 0
     yaw_loss_weight: float = 1.0
+    # hmr: a train-only MLP regresses the root-relative canonical joints from MEGA's image feature grid, with
+    # this weight on its mean joint distance in metres (0: off), so that the grid the decoder reads holds the pose
+    pose_head_weight: float = 0.0
     rotation_loss_weight: float = 1.0
     camera_loss_weight: float = 1.0
     dead_code_every: int = 100  # tokenizer: restart unused codes every N steps, from step 0 (0: never)
@@ -279,6 +287,14 @@ class TrainConfig:
             raise ConfigError(f"rotcam_dropout must be in [0, 1), got {self.rotcam_dropout}")
         if self.init_weights and self.stage == "pretrain":
             raise ConfigError("init_weights is not used by the pretrain stage (it starts from scratch); remove it")
+        if not 0.0 <= self.full_mask_prob < 1.0:
+            raise ConfigError(f"full_mask_prob must be in [0, 1), got {self.full_mask_prob}")
+        if self.full_mask_prob and self.stage != "hmr":
+            raise ConfigError(f"full_mask_prob is a setting of the hmr stage, not of {self.stage!r}")
+        if self.pose_head_weight < 0:
+            raise ConfigError(f"pose_head_weight must be >= 0 (0: off), got {self.pose_head_weight}")
+        if self.pose_head_weight and self.stage != "hmr":
+            raise ConfigError(f"pose_head_weight is a setting of the hmr stage, not of {self.stage!r}")
         if self.yaw_bins < 0 or self.yaw_bins == 1:
             raise ConfigError(f"yaw_bins must be 0 (off) or >= 2, got {self.yaw_bins}")
         if self.yaw_bins and self.stage not in ("backbone", "hmr"):

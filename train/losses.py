@@ -95,3 +95,9 @@ def yaw_from_logits(logits: torch.Tensor) -> torch.Tensor:
 def angle_error_deg(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of two (B,) angle batches (radians), wrapped to [0, 180] degrees."""
     return torch.rad2deg(torch.atan2(torch.sin(pred - true), torch.cos(pred - true)).abs()).mean()
+
+
+def root_relative_joint_loss(joints_pred: torch.Tensor, joints_true: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean distance (metres) between (B,J,3) predicted root-relative joints and the true
+    joints made root-relative (joint 0 subtracted), over joints and samples."""
+    return (joints_pred.float() - (joints_true - joints_true[:, :1])).norm(dim=-1).mean()

@@ -131,10 +131,10 @@ def _load_tokenizer(cfg: TrainConfig):
     return load_mesh_vqvae(cfg.tokenizer_weights)[0]
 
 
-def _masked_inputs(tokens: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _masked_inputs(tokens: torch.Tensor, noise: torch.Tensor, full_mask_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     from train.sampling import MASKED
 
-    masked = training_mask(noise)
+    masked = training_mask(noise, full_mask_prob)
     return torch.where(masked, torch.full_like(tokens, MASKED), tokens), masked
 
 
@@ -453,12 +453,17 @@ def pretrain_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
 # ---- hmr -----------------------------------------------------------------------------------------
 class HmrForward(nn.Module):
     """The training pass of MEGA in one forward (what DDP wraps): image features, image tokens and
-    rotation/camera once per crop; the token encoder on the visible tokens; the decoder on both."""
+    rotation/camera once per crop; the token encoder on the visible tokens; the decoder on both.
+    The train-only heads (yaw bins on the pooled features, root-relative joints on the feature grid) are
+    not part of MEGA, so they are never exported."""
 
-    def __init__(self, mega: nn.Module, yaw_head: nn.Module | None = None):
+    TRAIN_ONLY = ("yaw_head", "pose_head")
+
+    def __init__(self, mega: nn.Module, yaw_head: nn.Module | None = None, pose_head: nn.Module | None = None):
         super().__init__()
         self.mega = mega
-        self.yaw_head = yaw_head  # train-only (yaw_bins); not part of MEGA, so never exported
+        self.yaw_head = yaw_head
+        self.pose_head = pose_head
 
     def forward(self, images: torch.Tensor, tokens_in: torch.Tensor, visible: torch.Tensor):
         mega = self.mega
@@ -467,7 +472,21 @@ class HmrForward(nn.Module):
         cls, feats = mega.encoder(tokens_in, visible)
         logits, _ = mega.decoder(mega.decoder.image_tokens(features), mega.decoder.slots(cls, feats, visible))
         yaw_logits = self.yaw_head(features.mean(dim=(2, 3))) if self.yaw_head is not None else None
-        return logits, rot6d, cam, yaw_logits
+        joints = self.pose_head(features).unflatten(1, (-1, 3)) if self.pose_head is not None else None
+        return logits, rot6d, cam, yaw_logits, joints
+
+
+def pose_head(cfg: TrainConfig, model_cfg: MegaConfig) -> nn.Module | None:
+    """The train-only joint regressor of `pose_head_weight`: an MLP from the whole (C, h, w) feature grid
+    (the image tokens' source) to the 24 root-relative canonical joints, or None when it is off. The
+    token loss alone reaches the grid through the decoder's attention as a weak, hard-label signal; a
+    dense 3D target makes the grid say the pose, as the yaw head made it say the facing."""
+    if not cfg.pose_head_weight:
+        return None
+    from train.body import NUM_JOINTS
+
+    grid = model_cfg.cond_dim * model_cfg.cond_length
+    return nn.Sequential(nn.Flatten(), nn.Linear(grid, 256), nn.GELU(), nn.Linear(256, NUM_JOINTS * 3))
 
 
 def load_pretrained_tokens_model(mega: nn.Module, path: str) -> int:
@@ -492,6 +511,53 @@ def load_pretrained_tokens_model(mega: nn.Module, path: str) -> int:
     return len(sd)
 
 
+def _checkpoint_stage(ckpt: dict) -> str | None:
+    """The training stage that wrote a checkpoint: final.pt says it, a training checkpoint.pt holds its
+    TrainConfig; official files say nothing (None)."""
+    if ckpt.get("stage"):
+        return ckpt["stage"]
+    if ckpt.get("config_type") == "TrainConfig" and isinstance(ckpt.get("config"), dict):
+        return ckpt["config"].get("stage")
+    return None
+
+
+def _init_hmr(module: HmrForward, cfg: TrainConfig) -> None:
+    """Start an hmr run from `init_weights`: a pre-trained token model (encoder + token decoder), or a
+    whole MEGA to continue (an hmr final.pt or official checkpoint; an hmr checkpoint.pt also brings the
+    train-only heads that this run has too, which must then be of the same size)."""
+    from train.checkpoint import CheckpointError, read_checkpoint
+
+    path = cfg.init_weights
+    ckpt = read_checkpoint(path)
+    stage = _checkpoint_stage(ckpt)
+    if stage not in (None, "pretrain", "hmr"):
+        raise CheckpointError(f"{path}: a {stage}-stage checkpoint; init_weights of hmr takes a pretrain or hmr run's final.pt")
+    sd = ckpt["model"]
+    own = module.mega.state_dict()
+    heads = {}
+    if any(k.startswith("mega.") for k in sd):  # an hmr training checkpoint: HmrForward's own keys
+        for name in HmrForward.TRAIN_ONLY:
+            heads[name] = {k[len(name) + 1 :]: v for k, v in sd.items() if k.startswith(name + ".")}
+        sd = {k[len("mega.") :]: v for k, v in sd.items() if k.startswith("mega.")}
+    if stage == "pretrain" or (stage is None and set(sd) != set(own)):
+        load_pretrained_tokens_model(module.mega, path)
+        return
+    if cfg.backbone_weights:
+        raise CheckpointError(f"{path}: continues a whole MEGA, backbone included; remove backbone_weights from the config")
+    bad = sorted(set(sd) ^ set(own)) + [k for k in sd if k in own and own[k].shape != sd[k].shape]
+    if bad:
+        raise CheckpointError(f"{path}: does not fit MEGA {cfg.model_config!r} ({len(bad)} keys differ, e.g. {bad[0]}); continue a run of the same model_config")
+    module.mega.load_state_dict(sd)
+    yaw = heads.get("yaw_head")
+    if yaw and module.yaw_head is not None:
+        theirs = yaw["weight"].shape[0]
+        if theirs != cfg.yaw_bins:
+            raise CheckpointError(f"{path}: its yaw head has {theirs} bins, this run {cfg.yaw_bins}; set yaw_bins: {theirs} or start from its final.pt")
+        module.yaw_head.load_state_dict(yaw)
+    if heads.get("pose_head") and module.pose_head is not None:
+        module.pose_head.load_state_dict(heads["pose_head"])  # same config -> same shapes
+
+
 def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     from train.model.backbones import check_backbone_matches_config
     from train.model.mega import Mega
@@ -499,8 +565,9 @@ def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     model_cfg = named_config(cfg.model_config, MegaConfig)
     mega = Mega(model_cfg)
     check_backbone_matches_config(model_cfg, mega.backbone)
+    module = HmrForward(mega, yaw_head(cfg, model_cfg), pose_head(cfg, model_cfg))
     if cfg.init_weights:
-        load_pretrained_tokens_model(mega, cfg.init_weights)
+        _init_hmr(module, cfg)
     if cfg.backbone_weights:
         load_backbone_weights(mega, cfg.backbone_weights)
     # HRNet's pose-heatmap layer is stored for checkpoint compatibility but never used: freezing it
@@ -516,12 +583,11 @@ def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     _set_rotcam_dropout(mega.decoder.rotcam_head, cfg.rotcam_dropout)
     tokenizer = _load_tokenizer(cfg)
     targets = TokenTargets(tokenizer)
-    module = HmrForward(mega, yaw_head(cfg, model_cfg))
 
     def loss(module, batch):
         tokens = targets(batch["verts_canonical"], batch["keys"])
-        tokens_in, masked = _masked_inputs(tokens, batch["mask_noise"])
-        logits, rot6d, cam, yaw_logits = module(batch["images"], tokens_in, ~masked)
+        tokens_in, masked = _masked_inputs(tokens, batch["mask_noise"], cfg.full_mask_prob)
+        logits, rot6d, cam, yaw_logits, joints = module(batch["images"], tokens_in, ~masked)
         rotmat = rot6d_to_matrix(rot6d.float())
         ce = losses.masked_token_loss(logits, tokens, masked)
         rot = losses.rotation_loss(rotmat, batch["rotmat"])
@@ -534,6 +600,10 @@ def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
             yaw, logged = yaw_terms(yaw_logits, batch["rotmat"])
             total = total + cfg.yaw_loss_weight * yaw
             out.update(logged)
+        if joints is not None:
+            pose = losses.root_relative_joint_loss(joints, batch["joints_canonical"])
+            total = total + cfg.pose_head_weight * pose
+            out.update(pose=pose.detach(), pose_mm=1000 * pose.detach())
         return {"loss": total, **out}
 
     backbone = [p for p in mega.backbone.parameters() if p.requires_grad]
