@@ -203,7 +203,7 @@ class TrainConfig:
     tokenizer_config: str = "mesh_vqvae"  # MeshVQVAEConfig
     tokenizer_weights: str = ""  # trained tokenizer (pretrain, hmr: meshes -> target tokens)
     # hmr: the pre-trained token model (PretrainModel checkpoint) to start from, or an hmr run (its final.pt,
-    # or its checkpoint.pt to keep its train-only yaw head too) or a full MEGA checkpoint to continue with a
+    # or its checkpoint.pt to keep its train-only heads too) or a full MEGA checkpoint to continue with a
     # fresh schedule; tokenizer: a tokenizer
     # checkpoint to continue from with a fresh schedule (codebook and its EMA statistics included);
     # backbone: a backbone-stage final.pt to continue from (its rotation/camera head too, when both have one)
