@@ -20,11 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from realtime.errors import DetectorError
 from realtime.types import Detections, Frame
-
-
-class DetectorError(RuntimeError):
-    """The detector cannot be built or the boxes file cannot be read; one line for the user."""
 
 
 def _empty(index: int) -> Detections:

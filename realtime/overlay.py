@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.render import Camera, MeshRenderer, RendererConfig
+from train.render import Camera, MeshRenderer, RendererConfig
 from realtime.types import FrameResult
 
 STD_MAX_M = 0.10  # the top of the colour scale: 10 cm of spread between samples
@@ -50,7 +50,7 @@ class OverlayRenderer:
         h, w = frame.shape[:2]
         cam = Camera.centred(w, h, r.focal)
         if r.verts_cam.shape[0]:
-            from realtime.render import DEFAULT_COLORS
+            from train.render import DEFAULT_COLORS
 
             if r.vertex_std is not None:
                 colors = std_colors(r.vertex_std, self.std_max)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.detect import DetectorError
+from realtime.errors import DetectorError
 
 REFERENCE_FPS = 30.0  # bytetrack.yaml's track_buffer is a count of frames at 30 fps
 

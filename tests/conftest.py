@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("MEGA_RT_SHARED", ROOT.parent / "shared"))
-ASSETS = Path(os.environ.get("MEGA_RT_ASSETS", SHARED / "assets"))
-REFERENCE = Path(os.environ.get("MEGA_RT_REFERENCE", SHARED / "reference"))
+from tests.helpers import ASSETS, REFERENCE, ROOT
 
 # Tests read the shared assets in place (never copied into the repo).
 os.environ.setdefault("MEGA_RT_ASSETS", str(ASSETS))
@@ -62,8 +59,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="module")
 def model(assets_dir):
-    """The synthetic body (train.body) of the rendering tests; modules meaning another model define their own."""
-    from train import body as B
+    """The synthetic body (train.synthetic.body) of the rendering tests; modules meaning another model define their own."""
+    from train.synthetic import body as B
 
     return B.SyntheticBody(B.load_rig(assets_dir))
 
@@ -71,7 +68,7 @@ def model(assets_dir):
 @pytest.fixture(scope="module")
 def renderer(model):
     """An EGL renderer of the body's faces; skips (saying why) where no EGL context can be made."""
-    from realtime.render import MeshRenderer, RendererUnavailable
+    from train.render import MeshRenderer, RendererUnavailable
 
     try:
         r = MeshRenderer(model.faces)

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-# conftest.py sets the default ($MEGA_RT_ASSETS, else ../shared/assets)
-ASSETS = Path(os.environ.get("MEGA_RT_ASSETS", ROOT.parent / "shared" / "assets"))
+from tests.helpers import ASSETS, ROOT
 
 # realtime -> engines -> train: a package may import only the packages below it.
 FORBIDDEN = {"train": {"engines", "realtime"}, "engines": {"realtime"}}

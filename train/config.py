@@ -255,7 +255,7 @@ class TrainConfig:
     # 1.0, so it has ~70 steps at decay 0.99 to be chosen before it is moved again
     dead_code_threshold: float = 0.5
     # data: mesh sources (tokenizer, pretrain)
-    synthetic_meshes: int = 0  # posed synthetic bodies (train/body.py), generated once from the seed
+    synthetic_meshes: int = 0  # posed synthetic bodies (train/synthetic/body.py), generated once from the seed
     amass_dir: str = ""  # folder of AMASS / BEDLAM SMPL animation npz files
     amass_stride: int = 1  # keep every N-th frame
     smpl_model: str = ""  # SMPL model file or folder (.pkl / .npz, the smplx layout)

@@ -56,8 +56,19 @@ def rotate(verts: torch.Tensor, rotmat: torch.Tensor) -> torch.Tensor:
     return verts @ rotmat.transpose(-1, -2)
 
 
-def full_image_focal(img_size_wh: torch.Tensor, crop_focal: float = 1000.0, crop_size: int = 224) -> torch.Tensor:
-    """Focal length in pixels for the full image, as the official demo: crop_focal / crop_size * max(W, H)."""
+# MEGA's camera model (official demo): a 224 px crop seen with a 1000 px focal length; the full image's
+# focal length scales with its longer side, the principal point is the image centre.
+CROP_FOCAL = 1000.0
+CROP_SIZE = 224
+
+
+def default_focal(width: int, height: int, crop_focal: float = CROP_FOCAL, crop_size: int = CROP_SIZE) -> float:
+    """Focal length in pixels of a W x H image: crop_focal / crop_size * max(W, H) (the only copy of the rule)."""
+    return crop_focal / crop_size * max(width, height)
+
+
+def full_image_focal(img_size_wh: torch.Tensor, crop_focal: float = CROP_FOCAL, crop_size: int = CROP_SIZE) -> torch.Tensor:
+    """`default_focal` for (..., 2) image sizes (W, H) as a tensor."""
     return crop_focal / crop_size * img_size_wh.max(dim=-1).values
 
 

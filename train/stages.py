@@ -75,7 +75,7 @@ def mesh_dataset(cfg: TrainConfig):
 def hmr_dataset(cfg: TrainConfig, model_cfg: MegaConfig, backbone, augment: bool = True, crop_dirs=None, hmr_npz=None,
                 image_dirs=None, sequential: bool = False):  # fmt: skip
     """The HMR crops of `cfg` (or of the given sources); `sequential` reads every sample once, in order."""
-    from train import body as body_lib
+    from train.synthetic import body as body_lib
     from train.data.batches import HmrBatches
     from train.data.crops import CropShards
     from train.data.hmr_npz import HmrAnnotations
@@ -294,7 +294,7 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     teach where joints are, not which way the body faces, and in hmr the head's signal competes with
     the token loss through two Dropout(0.5) layers (session 2: ~3000 steps at the best-constant level).
     """
-    from train import body as body_lib
+    from train.synthetic import body as body_lib
     from train.model.backbones import build_backbone, check_backbone_matches_config
     from train.model.mega import rotcam_modules
 
@@ -483,7 +483,7 @@ def pose_head(cfg: TrainConfig, model_cfg: MegaConfig) -> nn.Module | None:
     dense 3D target makes the grid say the pose, as the yaw head made it say the facing."""
     if not cfg.pose_head_weight:
         return None
-    from train.body import NUM_JOINTS
+    from train.synthetic.body import NUM_JOINTS
 
     grid = model_cfg.cond_dim * model_cfg.cond_length
     return nn.Sequential(nn.Flatten(), nn.Linear(grid, 256), nn.GELU(), nn.Linear(256, NUM_JOINTS * 3))

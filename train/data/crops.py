@@ -1,4 +1,4 @@
-"""Reader of the synthetic crop datasets that `mega-rt synth --dataset DIR` writes (realtime/synth.py).
+"""Reader of the synthetic crop datasets that `mega-rt synth --dataset DIR` writes (train/synthetic/scene.py).
 
 Layout: DIR/index.json (format, shards, conventions) and DIR/shard-*.npz (uncompressed, memory-mapped
 here). Per sample: images (H,W,3) uint8 RGB, verts_canonical (6890,3), rotmat (3,3), cam_t_full (3,),
@@ -17,7 +17,7 @@ import numpy as np
 
 from train.data.npz import open_npz
 
-FORMAT = "mega-rt-synth-crops/1"  # realtime.synth.DATASET_FORMAT (train/ cannot import realtime/)
+FORMAT = "mega-rt-synth-crops/1"  # train.synthetic.scene.DATASET_FORMAT (train/ cannot import realtime/)
 
 
 class DatasetError(ValueError):

@@ -1,7 +1,7 @@
 """Joint sets: a vertex -> joint regressor for the synthetic body, and the 2D keypoint maps of HMR files.
 
 Metrics and the 2D reprojection loss need joints from *vertices* (a predicted mesh has no skeleton).
-For the synthetic body the joint centre of part k is, by construction (train/body.py), the centroid of
+For the synthetic body the joint centre of part k is, by construction (train/synthetic/body.py), the centroid of
 the band of vertices where part k meets its parent; the same average over the posed vertices is a
 linear regressor (24, 6890) that follows the mesh wherever it goes. Real data brings its own regressor
 (SMPL's J_regressor, or the H36M one for evaluation: `train.joints.load_joint_regressor`).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from train import body as body_lib
+from train.synthetic import body as body_lib
 
 # SPIN / CLIFF `part` keypoints (24): the joints with an SMPL counterpart -> SMPL joint index.
 # The LSP hips sit lower and wider than SMPL's, which the 2D camera loss tolerates (as in SPIN).

@@ -2,7 +2,7 @@
 
 A source stores pose parameters and poses a whole batch at once (`verts(indices)`), which costs a few
 ms per batch; the meshes themselves are never held in memory.
-- `SyntheticMeshes`: `count` bodies drawn once from the seed with train/body.py's pose and shape
+- `SyntheticMeshes`: `count` bodies drawn once from the seed with train/synthetic/body.py's pose and shape
   samplers (all four pose archetypes), posed with the synthetic rig.
 - `AmassMeshes`: every `stride`-th frame of the AMASS / BEDLAM animation npz files under a folder
   (`poses` (T, 66 | 72 | 156 | 165), `betas`, optional `gender`), posed with the user's SMPL model.
@@ -25,7 +25,7 @@ class SyntheticMeshes:
     name = "synthetic"
 
     def __init__(self, count: int, seed: int, body=None):
-        from train import body as body_lib
+        from train.synthetic import body as body_lib
 
         gen = torch.Generator().manual_seed(seed)
         self.body = body if body is not None else body_lib.SyntheticBody()

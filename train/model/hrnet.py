@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.model.backbones import IMAGENET_MEAN, IMAGENET_STD
+from train.model.backbone_base import IMAGENET_MEAN, IMAGENET_STD
 from train.model.resnet import Bottleneck
 
 BN_MOMENTUM = 0.1

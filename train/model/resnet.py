@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.model.backbones import IMAGENET_MEAN, IMAGENET_STD, halve_ceil
+from train.model.backbone_base import IMAGENET_MEAN, IMAGENET_STD, halve_ceil
 
 BN_MOMENTUM = 0.1  # torchvision's (and PyTorch's) default
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.model.backbones import IMAGENET_MEAN, IMAGENET_STD
+from train.model.backbone_base import IMAGENET_MEAN, IMAGENET_STD
 from train.model.transformer import Mlp  # same layout (fc1, act, fc2) as the official ViT
 
 LN_EPS = 1e-6

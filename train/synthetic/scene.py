@@ -9,7 +9,7 @@ Two products:
 
 Frames (world and camera):
 - world: metres, +y up, ground plane y = 0; the camera sits at (0, height, 0) and looks along +z,
-  pitched down. The body's own axes (see train/body.py) are world axes before its yaw.
+  pitched down. The body's own axes (see train/synthetic/body.py) are world axes before its yaw.
 - camera: OpenCV (x right, y down, z forward), as `train.geometry`. `verts_cam = verts_canonical @ R^T
   + cam_t` where `verts_canonical` is the posed mesh without global rotation and centred on its vertex
   mean (as MEGA's training data), so `cam_t` is the mesh centroid in the camera frame.
@@ -32,8 +32,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from realtime.render import Camera, MeshRenderer, RendererConfig
-from train import body as body_lib
+from train.render import Camera, MeshRenderer, RendererConfig
+from train.synthetic import body as body_lib
 from train.geometry import axis_angle_to_matrix, project
 
 NOMINAL_HEIGHT_M = 1.75  # framing: the nearest person is about 80 % of the image height

@@ -11,13 +11,8 @@ import pytest
 import torch
 
 from train.config import ConfigError, MegaConfig, builtin_config
-from train.model.backbones import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Backbone,
-    build_backbone,
-    check_backbone_matches_config,
-)
+from train.model.backbone_base import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from train.model.backbones import build_backbone, check_backbone_matches_config
 
 NAMES = ("hrnet", "resnet", "vit")
 
@@ -107,9 +102,10 @@ def test_mini_features_match_official(reference_dir, name):
         features = model(torch.from_numpy(images)).numpy()
     assert features.shape == (images.shape[0], model.channels, *model.feature_hw)
     assert features.shape == expected.shape
-    # features reach ~15: oneDNN picks another convolution algorithm at 1 thread, whose fp32 rounding
-    # differs by ~2e-5 of the feature scale (small features inherit it), so the bound follows the scale
-    atol = max(1e-4, 3e-5 * float(np.abs(expected).max()))
+    # features reach ~35: oneDNN picks its convolution algorithm by CPU and thread count, and the fp32
+    # rounding of another algorithm differs by up to ~4e-5 of the feature scale (small features inherit
+    # it), so the bound follows the scale
+    atol = max(1e-4, 6e-5 * float(np.abs(expected).max()))
     np.testing.assert_allclose(features, expected, rtol=0, atol=atol)
     check_backbone_matches_config(MINI[name], model)
 

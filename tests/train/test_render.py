@@ -1,4 +1,4 @@
-"""The EGL mesh renderer (realtime/render.py): exact camera conventions, masks, depth, compositing.
+"""The EGL mesh renderer (train/render.py): exact camera conventions, masks, depth, compositing.
 
 The reference silhouette is drawn without OpenGL: vertices projected with `train.geometry.project`
 and every triangle filled with cv2.fillConvexPoly.
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.render import Camera, MeshRenderer, RendererConfig, RendererUnavailable
-from train import body as B
+from train.render import Camera, MeshRenderer, RendererConfig, RendererUnavailable
+from train.synthetic import body as B
 from train.geometry import axis_angle_to_matrix, project
 
 

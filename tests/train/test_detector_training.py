@@ -1,4 +1,4 @@
-"""The synthetic detection dataset (realtime/synth_detection.py) and `mega-rt train detector` (train/detector.py)."""
+"""The synthetic detection dataset (train/synthetic/detection.py) and `mega-rt train detector` (train/detector.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from realtime.cli import main
-from realtime.synth_detection import DetectionDatasetConfig, write_detection_dataset, yolo_label_lines
+from train.synthetic.detection import DetectionDatasetConfig, write_detection_dataset, yolo_label_lines
 from train.config import ConfigError, load_config
 from train.detector import DetectorTrainConfig
 

@@ -1,4 +1,4 @@
-"""The synthetic body (train/body.py): rig derived from the shared assets, LBS, shape, pose prior."""
+"""The synthetic body (train/synthetic/body.py): rig derived from the shared assets, LBS, shape, pose prior."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from train import body as B
+from train.synthetic import body as B
 
 
 @pytest.fixture(scope="module")

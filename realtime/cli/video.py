@@ -1,6 +1,6 @@
 """`mega-rt video`, `mega-rt stream` and `mega-rt bench-pipeline`: the CLI side of realtime/pipeline.py.
 
-Registered on the `mega-rt` group by `realtime/cli.py` (`register(main)`). Exit codes: 0 success
+Exit codes: 0 success
 (also when nobody was detected), 1 runtime failure, 2 bad usage or input (missing file, not a video,
 camera that does not open, unwritable output, missing weights), 130 interrupted (outputs finalised).
 """
@@ -11,13 +11,9 @@ import os
 
 import click
 
+from realtime.cli.common import fail, mega_config
+
 EXIT_INTERRUPTED = 130
-
-
-def _fail(message: str, code: int = 2):
-    from realtime.cli import _fail as fail
-
-    fail(message, code)
 
 
 def model_options(f):
@@ -87,7 +83,7 @@ def _build(kw: dict, fps: float = 30.0):
     from realtime.detect import DetectorError, build_detector
     from realtime.infer import WeightsMissing, build_regressor, load_models
     from train.assets import AssetError
-    from train.body import TEMPLATE_ASSET, read_template_ply
+    from train.synthetic.body import TEMPLATE_ASSET, read_template_ply
     from train.checkpoint import CheckpointError
 
     device = kw["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -98,20 +94,20 @@ def _build(kw: dict, fps: float = 30.0):
         # them (measured on 2 cores: 1 torch thread 10.2 fps, 2 threads 3.0 fps end to end)
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 2))
     if device.startswith("cuda") and not torch.cuda.is_available():
-        _fail("--device cuda: no CUDA GPU is visible to torch")
+        fail("--device cuda: no CUDA GPU is visible to torch")
     if kw["samples"] < 1 or (kw["steps"] is not None and kw["steps"] < 1):
-        _fail("--samples and --steps must be at least 1")
+        fail("--samples and --steps must be at least 1")
     if kw["max_people"] is not None and kw["max_people"] < 1:
-        _fail("--max-people must be at least 1")
+        fail("--max-people must be at least 1")
     if kw["max_frames"] is not None and kw["max_frames"] < 1:
-        _fail("--max-frames must be at least 1")
+        fail("--max-frames must be at least 1")
     if kw["max_batch"] < 1:
-        _fail("--batch must be at least 1")
+        fail("--batch must be at least 1")
     for opt in ("weights", "mesh_weights", "boxes"):
         if kw[opt] and not os.path.isfile(kw[opt]):
-            _fail(f"--{opt.replace('_', '-')} {kw[opt]}: no such file")
+            fail(f"--{opt.replace('_', '-')} {kw[opt]}: no such file")
     if kw["random_weights"] and kw["weights"]:
-        _fail("--random-weights and --weights exclude each other")
+        fail("--random-weights and --weights exclude each other")
     try:
         from train.assets import find_asset
 
@@ -123,23 +119,22 @@ def _build(kw: dict, fps: float = 30.0):
         if kw["engine"] is None:
             cfg = None
             if kw["random_weights"]:
-                from realtime.cli import _mega_config
 
-                cfg = _mega_config(kw["config_ref"])
+                cfg = mega_config(kw["config_ref"])
             models, what = load_models(kw["weights"], kw["mesh_weights"], kw["random_weights"], cfg, kw["seed"])
         precision = kw.get("precision", "auto")
         if precision == "auto":
             precision = "fp16" if device.startswith("cuda") else "fp32"
         if precision == "fp16" and not device.startswith("cuda"):
-            _fail("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
+            fail("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
         if precision != "fp32" and kw["engine"] is not None and kw.get("precision") != "auto":
-            _fail("--precision applies to the torch backend without --engine; an engine runs in the precision it was exported with")
+            fail("--precision applies to the torch backend without --engine; an engine runs in the precision it was exported with")
         regressor = build_regressor(models, kw["backend"], kw["engine"], kw["samples"], kw["steps"], kw["temperature"], kw["max_batch"], device,
                                     kw["seed"], kw["threads"], precision)  # fmt: skip
     except (WeightsMissing, DetectorError, CheckpointError) as e:
-        _fail(str(e))
+        fail(str(e))
     except (AssetError, BackendError, EngineMismatch) as e:
-        _fail(str(e), 1)
+        fail(str(e), 1)
     if kw["random_weights"]:
         click.echo("warning: random weights - the meshes are noise; for real ones see `mega-rt fetch --weights official`", err=True)
     return detector, regressor, faces, what
@@ -149,14 +144,14 @@ def _run(options, kw, detector, regressor, faces, progress_label: str, no_progre
     from tqdm import tqdm
 
     from realtime.pipeline import run_pipeline
-    from realtime.render import RendererUnavailable
+    from train.render import RendererUnavailable
     from realtime.sinks import SinkError
     from realtime.sources import SourceError, VideoSource
 
     try:
         source = VideoSource(options.source, live=options.live, pace=options.pace, max_frames=kw["max_frames"])
     except SourceError as e:
-        _fail(str(e))
+        fail(str(e))
     total = source.frame_count if not source.live else None
     if total and kw["max_frames"]:
         total = min(total, kw["max_frames"])
@@ -180,10 +175,10 @@ def _run(options, kw, detector, regressor, faces, progress_label: str, no_progre
         summary = run_pipeline(options, source, detector, regressor, faces, progress=progress)
     except (SinkError, SourceError) as e:
         source.stop()
-        _fail(str(e))
+        fail(str(e))
     except RendererUnavailable as e:
         source.stop()
-        _fail(str(e), 1)
+        fail(str(e), 1)
     finally:
         bar.close()
     return summary
@@ -199,111 +194,114 @@ def _report(summary, options):
         raise SystemExit(EXIT_INTERRUPTED)
 
 
-def register(main):
-    @main.command("video")
-    @click.argument("input_path", metavar="IN")
-    @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Overlay video (default: <IN stem>_mega.mp4 here).")
-    @click.option("--results", default=None, type=click.Path(dir_okay=False), help="Results npz (+ .jsonl beside it; default: OUT with .npz).")
-    @click.option("--export-meshes", "export_dir", default=None, type=click.Path(file_okay=False), help="Write one mesh per track and frame into DIR/track_<id>/.")
-    @click.option("--export-format", type=click.Choice(["obj", "ply"]), default="obj", show_default=True)
-    @click.option("--frame-batch", type=int, default=4, show_default=True, help="Frames whose people share one MEGA call.")
-    @click.option("--no-progress", is_flag=True)
-    @model_options
-    def video(input_path, out, results, export_dir, export_format, frame_batch, no_progress, **kw):
-        """Process a whole video file: overlay mp4 (input fps and size) + results npz/jsonl."""
-        from pathlib import Path
+@click.command("video")
+@click.argument("input_path", metavar="IN")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Overlay video (default: <IN stem>_mega.mp4 here).")
+@click.option("--results", default=None, type=click.Path(dir_okay=False), help="Results npz (+ .jsonl beside it; default: OUT with .npz).")
+@click.option("--export-meshes", "export_dir", default=None, type=click.Path(file_okay=False), help="Write one mesh per track and frame into DIR/track_<id>/.")
+@click.option("--export-format", type=click.Choice(["obj", "ply"]), default="obj", show_default=True)
+@click.option("--frame-batch", type=int, default=4, show_default=True, help="Frames whose people share one MEGA call.")
+@click.option("--no-progress", is_flag=True)
+@model_options
+def video(input_path, out, results, export_dir, export_format, frame_batch, no_progress, **kw):
+    """Process a whole video file: overlay mp4 (input fps and size) + results npz/jsonl."""
+    from pathlib import Path
 
-        from realtime.pipeline import PipelineOptions
-        from realtime.sinks import SinkError, check_writable
-        from realtime.sources import SourceError, open_capture
+    from realtime.pipeline import PipelineOptions
+    from realtime.sinks import SinkError, check_writable
+    from realtime.sources import SourceError, open_capture
 
-        try:  # bad input before loading any model
-            cap, _ = open_capture(input_path)
-            fps = _fps(cap)
-            cap.release()
-        except SourceError as e:
-            _fail(str(e))
-        out = out or f"{Path(input_path).stem}_mega.mp4"
-        if Path(out).suffix.lower() != ".mp4":
-            _fail(f"--out {out}: must be an .mp4 file")
-        results = results or str(Path(out).with_suffix(".npz"))
-        try:
-            for p in (out, results):
+    try:  # bad input before loading any model
+        cap, _ = open_capture(input_path)
+        fps = _fps(cap)
+        cap.release()
+    except SourceError as e:
+        fail(str(e))
+    out = out or f"{Path(input_path).stem}_mega.mp4"
+    if Path(out).suffix.lower() != ".mp4":
+        fail(f"--out {out}: must be an .mp4 file")
+    results = results or str(Path(out).with_suffix(".npz"))
+    try:
+        for p in (out, results):
+            check_writable(Path(p))
+    except SinkError as e:
+        fail(str(e))
+    if frame_batch < 1:
+        fail("--frame-batch must be at least 1")
+    detector, regressor, faces, what = _build(kw, fps)
+    click.echo(f"{input_path} -> {out}, {results}  ({what}, backend {kw['backend']}, {'Q=%d stochastic' % kw['samples'] if kw['samples'] > 1 else 'deterministic'}, detector {getattr(detector, 'name', '?')})")
+    options = PipelineOptions(
+        source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
+        max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what},
+    )  # fmt: skip
+    _report(_run(options, kw, detector, regressor, faces, "video", no_progress), options)
+
+
+
+@click.command("stream")
+@click.option("--camera", "camera", default=None, help="Camera index (0), a URL (rtsp://, http://) or a file played at its own rate.")
+@click.option("--show/--no-show", default=None, help="Live window (default: on when a display exists).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also record the overlay to this mp4.")
+@click.option("--results", default=None, type=click.Path(dir_okay=False), help="Also write the results npz.")
+@click.option("--no-progress", is_flag=True)
+@model_options
+def stream(camera, show, out, results, no_progress, **kw):
+    """Live input: stays real time by dropping frames when behind; latency percentiles on exit."""
+    from pathlib import Path
+
+    from realtime.pipeline import PipelineOptions
+    from realtime.sinks import SinkError, check_writable
+
+    if camera is None:
+        fail("give --camera 0 (a camera index), a URL or a video file")
+    if show is None:
+        show = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if not (show or out or results):
+        fail("nothing to do: no display for --show; record with --out OUT.mp4 and/or --results OUT.npz")
+    try:
+        for p in (out, results):
+            if p:
                 check_writable(Path(p))
-        except SinkError as e:
-            _fail(str(e))
-        if frame_batch < 1:
-            _fail("--frame-batch must be at least 1")
-        detector, regressor, faces, what = _build(kw, fps)
-        click.echo(f"{input_path} -> {out}, {results}  ({what}, backend {kw['backend']}, {'Q=%d stochastic' % kw['samples'] if kw['samples'] > 1 else 'deterministic'}, detector {getattr(detector, 'name', '?')})")
-        options = PipelineOptions(
-            source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
-            max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what},
-        )  # fmt: skip
-        _report(_run(options, kw, detector, regressor, faces, "video", no_progress), options)
+    except SinkError as e:
+        fail(str(e))
+    is_file = not camera.isdigit() and "://" not in camera
+    detector, regressor, faces, what = _build(kw, _source_fps(camera))
+    options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],
+                              max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what})  # fmt: skip
+    summary = _run(options, kw, detector, regressor, faces, "stream", no_progress)
+    _report(summary, options)
 
-    @main.command("stream")
-    @click.option("--camera", "camera", default=None, help="Camera index (0), a URL (rtsp://, http://) or a file played at its own rate.")
-    @click.option("--show/--no-show", default=None, help="Live window (default: on when a display exists).")
-    @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also record the overlay to this mp4.")
-    @click.option("--results", default=None, type=click.Path(dir_okay=False), help="Also write the results npz.")
-    @click.option("--no-progress", is_flag=True)
-    @model_options
-    def stream(camera, show, out, results, no_progress, **kw):
-        """Live input: stays real time by dropping frames when behind; latency percentiles on exit."""
-        from pathlib import Path
 
-        from realtime.pipeline import PipelineOptions
-        from realtime.sinks import SinkError, check_writable
 
-        if camera is None:
-            _fail("give --camera 0 (a camera index), a URL or a video file")
-        if show is None:
-            show = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-        if not (show or out or results):
-            _fail("nothing to do: no display for --show; record with --out OUT.mp4 and/or --results OUT.npz")
-        try:
-            for p in (out, results):
-                if p:
-                    check_writable(Path(p))
-        except SinkError as e:
-            _fail(str(e))
-        is_file = not camera.isdigit() and "://" not in camera
-        detector, regressor, faces, what = _build(kw, _source_fps(camera))
-        options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],
-                                  max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what})  # fmt: skip
-        summary = _run(options, kw, detector, regressor, faces, "stream", no_progress)
-        _report(summary, options)
+@click.command("bench-pipeline")
+@click.argument("input_path", metavar="IN")
+@click.option("--render/--no-render", default=True, show_default=True, help="Include rendering and mp4 encoding.")
+@click.option("--frame-batch", type=int, default=4, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
+@model_options
+def bench_pipeline(input_path, render, frame_batch, json_path, **kw):
+    """End-to-end fps and per-stage ms of `mega-rt video` on IN (outputs to a temporary folder)."""
+    import json
+    import platform
+    import tempfile
+    from pathlib import Path
 
-    @main.command("bench-pipeline")
-    @click.argument("input_path", metavar="IN")
-    @click.option("--render/--no-render", default=True, show_default=True, help="Include rendering and mp4 encoding.")
-    @click.option("--frame-batch", type=int, default=4, show_default=True)
-    @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
-    @model_options
-    def bench_pipeline(input_path, render, frame_batch, json_path, **kw):
-        """End-to-end fps and per-stage ms of `mega-rt video` on IN (outputs to a temporary folder)."""
-        import json
-        import platform
-        import tempfile
-        from pathlib import Path
+    import torch
 
-        import torch
+    from realtime.pipeline import PipelineOptions
 
-        from realtime.pipeline import PipelineOptions
-
-        detector, regressor, faces, what = _build(kw, _source_fps(input_path))
-        with tempfile.TemporaryDirectory() as tmp:
-            options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),
-                                      max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"])  # fmt: skip
-            s = _run(options, kw, detector, regressor, faces, "bench", True)
-        click.echo(f"{input_path}: {what}, backend {kw['backend']}, device {regressor.device}, threads {torch.get_num_threads()}, samples {kw['samples']}")
-        click.echo(s.line())
-        if json_path:
-            Path(json_path).write_text(json.dumps(dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s,
-                                                       stage_ms_per_frame=s.stage_ms, latency_ms=s.latency_ms, weights=what, samples=kw["samples"],
-                                                       threads=torch.get_num_threads(), torch=torch.__version__, cpu=platform.processor()), indent=1))  # fmt: skip
-            click.echo(f"wrote {json_path}")
+    detector, regressor, faces, what = _build(kw, _source_fps(input_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),
+                                  max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"])  # fmt: skip
+        s = _run(options, kw, detector, regressor, faces, "bench", True)
+    click.echo(f"{input_path}: {what}, backend {kw['backend']}, device {regressor.device}, threads {torch.get_num_threads()}, samples {kw['samples']}")
+    click.echo(s.line())
+    if json_path:
+        Path(json_path).write_text(json.dumps(dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s,
+                                                   stage_ms_per_frame=s.stage_ms, latency_ms=s.latency_ms, weights=what, samples=kw["samples"],
+                                                   threads=torch.get_num_threads(), torch=torch.__version__, cpu=platform.processor()), indent=1))  # fmt: skip
+        click.echo(f"wrote {json_path}")
 
 
 def official_weights_help() -> str:

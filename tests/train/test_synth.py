@@ -1,4 +1,4 @@
-"""Synthetic scenes and crops (realtime/synth.py) and the `mega-rt synth` command."""
+"""Synthetic scenes and crops (train/synthetic/scene.py) and the `mega-rt synth` command."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from realtime import synth as S
+from train.synthetic import scene as S
 from realtime.cli import main
-from realtime.render import Camera
-from train import body as B
+from train.render import Camera
+from train.synthetic import body as B
 from train.geometry import cam_crop_to_full, project
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from train import body as body_lib
+from train.synthetic import body as body_lib
 from train.data import augment
 from train.data.crops import CropShards, DatasetError
 from train.data.hmr_npz import HmrAnnotations
@@ -19,7 +19,7 @@ from train.data.meshes import AmassMeshes, SyntheticMeshes
 from train.data.mixing import Mixer, Sequential, micro_batch_samples
 from train.data.smpl import SmplBody, SmplError
 from train.geometry import axis_angle_to_matrix
-from train_fixtures import write_crop_fixture, write_smpl_model
+from tests.train.fixtures import write_crop_fixture, write_smpl_model
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,8 @@ def test_crop_reader_reads_every_shard_and_projects_keypoints(tmp_path, rig, reg
 
 
 def test_crop_reader_reads_what_the_synth_writer_writes(tmp_path, regressor):
-    synth = pytest.importorskip("realtime.synth")
-    from realtime.render import RendererUnavailable
+    synth = pytest.importorskip("train.synthetic.scene")
+    from train.render import RendererUnavailable
 
     try:
         synth.write_crop_dataset(tmp_path / "real", synth.CropDatasetConfig(samples=2, shard_size=1, msaa=0))

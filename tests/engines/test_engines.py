@@ -189,7 +189,7 @@ def test_onnxruntime_loop_reproduces_pytorch_samples(stoch_fp32, models, cfg):
 # ---- the official network's steps through the exported step graph --------------------------------
 @pytest.fixture(scope="module")
 def official(reference_dir, assets_dir, tmp_path_factory):
-    from test_mega_parity import mini_config  # the fixture's config, defined once in the parity tests
+    from tests.reference import mini_config  # the fixture's config, defined once in the parity tests
 
     from train.checkpoint import load_mega
     from train.model.mesh_vqvae import MeshVQVAE
@@ -209,7 +209,7 @@ def official(reference_dir, assets_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("setting", ["gen_T5_temp1", "gen_T5_temp4.5", "gen_T1_temp0"])
 def test_exported_step_reproduces_every_official_step(official, reference_dir, setting):
-    from test_mega_parity import replay_official_noise
+    from tests.reference import replay_official_noise
 
     from engines.backends.torch_backend import TorchBackend
 

@@ -16,13 +16,13 @@ import pytest
 import torch
 import yaml
 
-from train import body as body_lib
+from train.synthetic import body as body_lib
 from train.config import MeshVQVAEConfig, TrainConfig, config_to_dict
 from train.data.mixing import micro_batch_samples
 from train.distributed import DistInfo
-from train_fixtures import write_crop_fixture, write_smpl_model
+from tests.train.fixtures import write_crop_fixture, write_smpl_model
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 TINY_MEGA = dict(
     name="mega_test_tiny", backbone="hrnet", hrnet_width=8, input_height=64, input_width=64, emb_dim=32,

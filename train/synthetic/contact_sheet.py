@@ -1,6 +1,6 @@
 """Contact sheet of the synthetic ground truth: 16 sampled poses and one frame of a 3-person scene.
 
-    python -m realtime.contact_sheet contact_sheet.png --seed 0
+    python -m train.synthetic.contact_sheet contact_sheet.png --seed 0
 
 Rows 1-4: four poses of each archetype (standing, walking, reaching, sitting) with sampled shapes and
 clothes, turned up to +-50 degrees from the camera. Bottom: frame 0 of `mega-rt synth --people 3` with
@@ -22,9 +22,9 @@ def pose_tiles(body, renderer, seed: int) -> list[np.ndarray]:
     import cv2
     import torch
 
-    from realtime.render import Camera
-    from realtime.synth import clothing_colors
-    from train import body as body_lib
+    from train.render import Camera
+    from train.synthetic.scene import clothing_colors
+    from train.synthetic import body as body_lib
     from train.geometry import axis_angle_to_matrix
 
     gen = torch.Generator().manual_seed(seed)
@@ -54,8 +54,8 @@ def pose_tiles(body, renderer, seed: int) -> list[np.ndarray]:
 def scene_frame(body, seed: int) -> np.ndarray:
     import cv2
 
-    from realtime import synth
-    from realtime.render import MeshRenderer, RendererConfig
+    from train.synthetic import scene as synth
+    from train.render import MeshRenderer, RendererConfig
 
     cfg = synth.SceneConfig(width=1280, height=720, frames=1, people=3, seed=seed)
     plan = synth.plan_scene(cfg, body)
@@ -75,8 +75,8 @@ def contact_sheet(seed: int = 0) -> np.ndarray:
     """(H,W,3) uint8 RGB."""
     import cv2
 
-    from realtime.render import MeshRenderer, RendererConfig
-    from train.body import SyntheticBody
+    from train.render import MeshRenderer, RendererConfig
+    from train.synthetic.body import SyntheticBody
 
     body = SyntheticBody()
     with MeshRenderer(body.faces, RendererConfig(samples=4)) as renderer:

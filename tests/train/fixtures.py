@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import torch
 
-from train import body as body_lib
+from train.synthetic import body as body_lib
 from train.geometry import axis_angle_to_matrix
 
 
@@ -35,7 +35,7 @@ def write_smpl_model(path, rig, regressor, fmt="pkl"):
 
 
 def write_crop_fixture(folder, rig, count=6, seed=0):
-    """A crop dataset in the format realtime/synth.py writes (plain images: the reader only moves pixels)."""
+    """A crop dataset in the format train/synthetic/scene.py writes (plain images: the reader only moves pixels)."""
     folder.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     body = body_lib.SyntheticBody(rig)

@@ -66,9 +66,9 @@ def write_detection_dataset(out_dir: str | os.PathLike, cfg: DetectionDatasetCon
     import cv2
     from dataclasses import asdict
 
-    from realtime.render import MeshRenderer, RendererConfig
-    from realtime.synth import PeopleTruth, SceneConfig, plan_scene, pose_people, render_scene
-    from train import body as body_lib
+    from train.render import MeshRenderer, RendererConfig
+    from train.synthetic.scene import PeopleTruth, SceneConfig, plan_scene, pose_people, render_scene
+    from train.synthetic import body as body_lib
 
     out_dir = Path(out_dir)
     body = body or body_lib.SyntheticBody()

@@ -23,7 +23,7 @@ from train.config import (
     load_config,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 YAMLS = sorted((ROOT / "configs").glob("*.yaml"))
 
 

@@ -1,0 +1,34 @@
+"""The `mega-rt` command line: one module per command group, assembled here.
+
+Heavy libraries are imported inside each command, so `--help` is instant. Exit codes: 0 success, 1 runtime
+failure with a one-line message, 2 bad usage or bad input file, 130 interrupted (outputs finalised).
+"""
+
+from __future__ import annotations
+
+import click
+
+from realtime.cli import bench, export, info, synth, train, video
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mega-rt")
+def main():
+    """mega-rt: real-time human mesh recovery from video with MEGA."""
+
+
+for command in (
+    info.info,
+    info.fetch,
+    synth.synth,
+    video.video,
+    video.stream,
+    bench.bench,
+    video.bench_pipeline,
+    export.export_cmd,
+    export.verify,
+    train.train_cmd,
+    train.eval_cmd,
+    train.score_cmd,
+):
+    main.add_command(command)

@@ -1,0 +1,106 @@
+"""What every command module shares: the one-line user error and the option parsers."""
+
+from __future__ import annotations
+
+import click
+
+class UserError(click.ClickException):
+    """A one-line error for the user (no traceback), exit code 2."""
+
+    exit_code = 2
+
+
+def fail(message: str, code: int = 2):
+    err = UserError(message)
+    err.exit_code = code
+    raise err
+
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        fail(f"--batch {text!r}: expected comma-separated integers, e.g. 1,8")
+    if not batches or min(batches) < 1:
+        fail(f"--batch {text!r}: batch sizes must be >= 1")
+    return batches
+
+
+
+def demo_weights_installed() -> bool:
+    from train.checkpoint import CheckpointError
+    from train.demo import demo_weights
+
+    try:
+        demo_weights()
+    except CheckpointError:
+        return False
+    return True
+
+
+def parse_size(text: str, option: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720); a one-line UserError otherwise."""
+    try:
+        a, b = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        a = b = 0
+    if a < 16 or b < 16:
+        fail(f"{option} {text!r}: expected two sizes of at least 16 pixels, like 1280x720")
+    return a, b
+
+
+
+def mega_config(ref: str):
+    """A MegaConfig from a shipped name (configs/<name>.yaml) or a YAML path; one-line error otherwise."""
+    from pathlib import Path
+
+    from train.config import CONFIG_DIR, ConfigError, MegaConfig, builtin_config, load_config
+
+    try:
+        if ref.endswith((".yaml", ".yml")) or Path(ref).is_file():
+            return load_config(ref, MegaConfig)
+        if not (CONFIG_DIR / f"{ref}.yaml").is_file():
+            shipped = sorted(p.stem for p in CONFIG_DIR.glob("mega_*.yaml"))
+            fail(f"--config {ref!r}: not a shipped config ({', '.join(shipped)}) nor a YAML file")
+        return builtin_config(ref, MegaConfig)
+    except ConfigError as e:
+        fail(str(e))
+
+
+def parse_range(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(x) for x in text.split(":"))
+    except ValueError:
+        parts = ()
+    if len(parts) == 1:
+        parts = (parts[0],) * 3
+    if len(parts) != 3 or not 1 <= parts[0] <= parts[1] <= parts[2]:
+        fail(f"--batch {text!r}: expected MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:64")
+    return parts
+
+
+
+def train_errors():
+    """The exceptions that mean bad input or a run that cannot go on: one line, no traceback."""
+    from train.assets import AssetError
+    from train.checkpoint import CheckpointError
+    from train.config import ConfigError
+    from train.data.crops import DatasetError
+    from train.data.smpl import SmplError
+    from train.joints import RegressorError
+    from train.loop import TrainingError
+
+    return (AssetError, CheckpointError, ConfigError, DatasetError, RegressorError, SmplError, TrainingError, FileNotFoundError)
+
+
+
+def parse_samples(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = (-1,)
+    if any(v < 1 for v in values):
+        fail(f"--samples {text!r}: expected comma-separated positive integers, e.g. 1,5,10 (or an empty string)")
+    return values
+
