@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EXTRAS := render,onnx,detect,smpl,test
 export MEGA_RT_ASSETS ?= $(abspath ../shared/assets)
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,15 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# ruff (configured in pyproject.toml): lint and formatting are checked by CI; `make format` applies both
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench: $(STAMP)
 	$(BIN)/mega-rt bench-model --threads 2

@@ -194,3 +194,23 @@ def test_no_built_engines_or_weights_committed():
     assert not bad, f"artefacts belong in the cache folder, not the source tree: {bad}"
     demo = sum(p.stat().st_size for p in files if p.is_file() and str(p.relative_to(ROOT)).startswith(DEMO_WEIGHTS))
     assert demo <= DEMO_WEIGHTS_MAX_BYTES, f"{DEMO_WEIGHTS} holds {demo / 2**20:.1f} MiB; the shipped demo must stay small"
+
+
+def test_import_graph_finds_a_circle_hidden_in_a_function(tmp_path):
+    from tests.import_graph import import_cycles, import_graph
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "__init__.py").write_text("")
+    (tmp_path / "train" / "a.py").write_text("from train import b\n")
+    (tmp_path / "train" / "b.py").write_text("def f():\n    from .a import x\n")
+    (tmp_path / "train" / "c.py").write_text("import train.a\n")
+    graph = import_graph(tmp_path)
+    assert graph["train.c"] == {"train.a"}
+    assert import_cycles(graph) == [["train.a", "train.b"]]
+
+
+def test_no_import_circles():
+    from tests.import_graph import import_cycles, import_graph
+
+    cycles = import_cycles(import_graph(ROOT))
+    assert not cycles, "modules that import each other: " + "; ".join(" <-> ".join(c) for c in cycles)
