@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 EXTRAS := render,onnx,detect,smpl,test
 export MEGA_RT_ASSETS ?= $(abspath ../shared/assets)
 
-.PHONY: setup demo test test-all lint format bench clean
+.PHONY: setup demo test test-all lint format bench gpu-prep gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +44,24 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/mega-rt bench-model --threads 2
+
+# The GPU check (realtime/gpu_check.py) for a machine with one NVIDIA GPU, its own torch and no internet.
+# Here, where the package registry and Debian's archive are reachable: put what that machine lacks beside
+# the checkout (wheels for Python 3.10-3.13, the assets, the EGL/GL loader packages), then copy or carry
+# the checkout with .gpu/ and .gl/ and run `make gpu-check` there (OUT=folder for the results).
+GPU_WHEELS := moderngl==5.13.0 glcontext==3.1.0 click==8.5.1 PyYAML==6.0.3 tqdm==4.70.1
+gpu-prep: $(STAMP)
+	mkdir -p .gpu/wheels .gpu/assets .gl /tmp/amd64/partial
+	for v in 3.10 3.11 3.12 3.13; do $(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $$v \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .gpu/wheels $(GPU_WHEELS); done
+	cp -r $(MEGA_RT_ASSETS)/meshconv $(MEGA_RT_ASSETS)/segmentation .gpu/assets/
+	o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'; apt-get $$o update -q && \
+		cd .gl && apt-get $$o download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2
+	du -sh .gpu .gl
+
+gpu-check:
+	if ls .gl/*.deb >/dev/null 2>&1; then for f in .gl/*.deb; do dpkg -x "$$f" /; done; ldconfig; fi
+	PYTHONUNBUFFERED=1 $(PY) -m realtime.gpu_check --out "$${OUT:-runs/gpu-check}" --deadline "$${GPU_CHECK_DEADLINE:-540}"
 
 clean:
 	rm -rf $(VENV) build *.egg-info
