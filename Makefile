@@ -33,8 +33,10 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# The PyTorch model as the pipeline serves it; e.g. `make bench BENCH_ARGS="--config mega_tiny --batch 1 --repeats 1"`
+BENCH_ARGS ?= --threads 2
 bench: $(STAMP)
-	$(BIN)/mega-rt bench-model --threads 2
+	$(BIN)/mega-rt bench model $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
