@@ -42,8 +42,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The PyTorch model as the pipeline serves it; e.g. `make bench BENCH_ARGS="--config mega_tiny --batch 1 --repeats 1"`
+BENCH_ARGS ?= --threads 2
 bench: $(STAMP)
-	$(BIN)/mega-rt bench-model --threads 2
+	$(BIN)/mega-rt bench model $(BENCH_ARGS)
 
 # The GPU check (realtime/gpu_check.py) for a machine with one NVIDIA GPU, its own torch and no internet.
 # Here, where the package registry and Debian's archive are reachable: put what that machine lacks beside

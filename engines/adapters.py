@@ -2,10 +2,10 @@
 
 Four graphs cover both inference modes (DESIGN.md, style 6):
 
-    det     images (B,3,H,W) f32 -> tokens (B,N) i32, rot6d (B,6), rotmat (B,3,3), cam (B,3),
+    oneshot images (B,3,H,W) f32 -> tokens (B,N) i32, rot6d (B,6), rotmat (B,3,3), cam_crop (B,3),
                                     verts (B,V,3) canonical
             backbone + decoder-only MEGA (folded empty encoder) + argmax + Mesh-VQ-VAE decode: one launch
-    encode  images (B,3,H,W) f32 -> image_tokens (B*Q,L,D), rot6d (B,6), rotmat (B,3,3), cam (B,3)
+    encode  images (B,3,H,W) f32 -> image_tokens (B*Q,L,D), rot6d (B,6), rotmat (B,3,3), cam_crop (B,3)
             the per-crop half of the stochastic mode; Q (samples) is baked in, so the image tokens come
             out already repeated crop-major and the Q samples ride the batch dimension of `step`
     step    image_tokens (R,L,D), tokens (R,N) i32, visible (R,N) bool, token_noise (R,N,S),
@@ -53,8 +53,8 @@ class GraphIO:
 
 
 GRAPHS: dict[str, GraphIO] = {
-    "det": GraphIO(("images",), ("tokens", "rot6d", "rotmat", "cam", "verts")),
-    "encode": GraphIO(("images",), ("image_tokens", "rot6d", "rotmat", "cam")),
+    "oneshot": GraphIO(("images",), ("tokens", "rot6d", "rotmat", "cam_crop", "verts")),
+    "encode": GraphIO(("images",), ("image_tokens", "rot6d", "rotmat", "cam_crop")),
     "step": GraphIO(
         ("image_tokens", "tokens", "visible", "token_noise", "confidence_noise", "temperature", "num_visible"),
         ("next_tokens", "next_visible"),
@@ -63,7 +63,7 @@ GRAPHS: dict[str, GraphIO] = {
 }
 
 # Which graphs one export builds.
-DET_GRAPHS = ("det",)
+ONESHOT_GRAPHS = ("oneshot",)
 STOCHASTIC_GRAPHS = ("encode", "step", "mesh")
 
 
@@ -136,13 +136,13 @@ def _model_dtype(module: nn.Module) -> torch.dtype:
 
 
 # ---- graphs -------------------------------------------------------------------------------------
-class DetGraph(nn.Module):
+class OneShotGraph(nn.Module):
     """Deterministic mode in one graph: crops -> tokens, rotation, camera, canonical vertices."""
 
     def __init__(self, model: nn.Module, mesh_vqvae: nn.Module):
         super().__init__()
         if model.encoder is not None:
-            raise ValueError("DetGraph takes the decoder-only MEGA (Mega(cfg, with_encoder=False)), whose empty encoder is folded")
+            raise ValueError("OneShotGraph takes the decoder-only MEGA (train.model.mega.decoder_only), whose empty encoder is folded")
         self.model = model
         self.mesh_vqvae = mesh_vqvae
         self.dtype = _model_dtype(model)
@@ -224,7 +224,7 @@ def example_inputs(graph: str, batch: int, cfg, samples: int = 1, seed: int = 0,
     """
     g = torch.Generator().manual_seed(seed)
     n, s = cfg.seq_length, cfg.num_embeddings
-    if graph in ("det", "encode"):
+    if graph in ("oneshot", "encode"):
         feeds = {"images": torch.randn(batch, 3, cfg.input_height, cfg.input_width, generator=g)}
     elif graph == "step":
         rows = batch * samples
@@ -242,7 +242,7 @@ def example_inputs(graph: str, batch: int, cfg, samples: int = 1, seed: int = 0,
     elif graph == "mesh":
         feeds = {"tokens": torch.randint(0, s, (batch * samples, n), generator=g, dtype=torch.int32)}
     else:
-        raise KeyError(f"unknown graph {graph!r} (det, encode, step, mesh)")
+        raise KeyError(f"unknown graph {graph!r} ({', '.join(GRAPHS)})")
     return {k: v.to(device) for k, v in feeds.items()}
 
 
@@ -252,9 +252,9 @@ def graph_specs(graph: str, cfg, num_verts: int = 6890):
 
     n, s, length, dim = cfg.seq_length, cfg.num_embeddings, cfg.cond_length, cfg.emb_dim
     images = ("float32", (-1, 3, cfg.input_height, cfg.input_width))
-    pose = {"rot6d": ("float32", (-1, 6)), "rotmat": ("float32", (-1, 3, 3)), "cam": ("float32", (-1, 3))}
+    pose = {"rot6d": ("float32", (-1, 6)), "rotmat": ("float32", (-1, 3, 3)), "cam_crop": ("float32", (-1, 3))}
     table = {
-        "det": (
+        "oneshot": (
             {"images": images},
             {"tokens": ("int32", (-1, n)), **pose, "verts": ("float32", (-1, num_verts, 3))},
         ),
@@ -274,7 +274,7 @@ def graph_specs(graph: str, cfg, num_verts: int = 6890):
         "mesh": ({"tokens": ("int32", (-1, n))}, {"verts": ("float32", (-1, num_verts, 3))}),
     }
     if graph not in table:
-        raise KeyError(f"unknown graph {graph!r} (det, encode, step, mesh)")
+        raise KeyError(f"unknown graph {graph!r} ({', '.join(GRAPHS)})")
     ins, outs = table[graph]
     assert tuple(ins) == GRAPHS[graph].inputs and tuple(outs) == GRAPHS[graph].outputs
     return (

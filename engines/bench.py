@@ -1,4 +1,4 @@
-"""Model benchmarks: deterministic crops/s, Mesh-VQ-VAE decode ms, stochastic ms per crop.
+"""`mega-rt bench model`: deterministic crops/s, Mesh-VQ-VAE decode ms, stochastic ms per crop.
 
 Figures come from wall-clock timing after warm-up under `torch.inference_mode`, with the median of
 several repeats (CUDA is synchronised around each repeat when the model runs on a GPU). Random
@@ -65,40 +65,39 @@ def bench_model(
     assets_dir=None,
     progress=print,
 ) -> list[BenchResult]:
-    """The figures of issue #2: deterministic MEGA, Mesh-VQ-VAE decode, stochastic Q x T per crop."""
+    """The PyTorch MEGA itself: deterministic crops/s, Mesh-VQ-VAE decode ms, stochastic Q x T per crop.
+
+    With `optimize` the models are the ones the video pipeline runs (`engines.models.prepare_for_serving`:
+    BatchNorm folded, channels_last), fed NCHW crops as the cropper makes them.
+    """
+    import contextlib
+
     import torch
 
-    from train.config import MegaConfig, MeshVQVAEConfig, builtin_config
-    from train.model.mega import Mega
-    from train.model.mesh_vqvae import MeshVQVAE
+    from engines.models import ModelSource, build_models, prepare_for_serving
+    from train.config import MegaConfig, builtin_config
 
     dev = torch.device(device)
     cfg = builtin_config(config_name, MegaConfig)
     results: list[BenchResult] = []
-    torch.manual_seed(0)
-    import contextlib
-
-    from train.model.inference import prepare_for_inference
-
+    models = build_models(ModelSource(cfg, seed=0), assets_dir)
+    if optimize:
+        models = prepare_for_serving(models, warn=progress)
     # bf16 autocast: a speed option (oneDNN avx512_bf16 / tensor cores), not exact to fp32
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = (lambda: torch.autocast(dev.type, dtype=half)) if half is not None else contextlib.nullcontext
     with torch.inference_mode():
-        det = Mega(cfg, with_encoder=False).eval().to(dev)
-        if optimize:
-            det = prepare_for_inference(det)
-        vq = MeshVQVAE.from_assets(builtin_config("mesh_vqvae", MeshVQVAEConfig), assets_dir).eval().to(dev)
+        oneshot = models.oneshot.to(dev)
+        vq = models.mesh_vqvae.to(dev)
         for b in batches:
             images = torch.randn(b, 3, cfg.input_height, cfg.input_width, device=dev)
             tokens = torch.randint(0, cfg.num_embeddings, (b, cfg.seq_length), device=dev)
-            if optimize:
-                images = images.contiguous(memory_format=torch.channels_last)
 
-            def run_det():
+            def run_oneshot():
                 with autocast():
-                    return det(images)
+                    return oneshot(images)
 
-            r = _result("deterministic (MEGA)", b, _time(run_det, repeats, warmup, dev), b, precision=precision)
+            r = _result("deterministic (MEGA)", b, _time(run_oneshot, repeats, warmup, dev), b, precision=precision)
             progress(r.line())
             results.append(r)
             # the mesh decoder stays fp32 (its output is the user's mesh in mm)
@@ -106,17 +105,13 @@ def bench_model(
             progress(r.line())
             results.append(r)
             r = _result(
-                "deterministic + decode", b, _time(lambda: vq.decode(run_det().tokens), repeats, warmup, dev), b
+                "deterministic + decode", b, _time(lambda: vq.decode(run_oneshot().tokens), repeats, warmup, dev), b
             )
             progress(r.line())
             results.append(r)
-        del det
         if stochastic:
-            full = Mega(cfg, with_encoder=True).eval().to(dev)
+            full = models.full.to(dev)
             image = torch.randn(1, 3, cfg.input_height, cfg.input_width, device=dev)
-            if optimize:
-                full = prepare_for_inference(full)
-                image = image.contiguous(memory_format=torch.channels_last)
             gen = torch.Generator(device=dev).manual_seed(0)
 
             def run():

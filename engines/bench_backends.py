@@ -1,9 +1,10 @@
-"""`mega-rt bench --backend …`: per-stage ms and crops/s of the exported graphs on one backend.
+"""`mega-rt bench backend`: per-stage ms and crops/s of the exported graphs on one backend.
 
-Deterministic: the `det` graph (backbone + decoder + argmax + mesh decode, one launch per batch).
+Deterministic: the `oneshot` graph (backbone + decoder + argmax + mesh decode, one launch per batch).
 Stochastic: `encode` once per batch, `step` T times (Q samples per crop in the batch dimension), `mesh`
 once; per-stage medians and the total. Random weights of a shipped config: speed does not depend on
-the values. ONNX/TensorRT engines are taken from the engine cache, exported there on first use.
+the values. ONNX/TensorRT engines are taken from the engine cache, exported there on first use; the
+torch backend runs the graphs over the models the video pipeline serves (`prepare_for_serving`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from engines.bench import BenchResult, _result, _time
 def find_or_export(cfg, spec, seed: int = 0, root: Path | None = None, assets_dir=None, progress=print) -> Path:
     """An engine folder for random weights of `cfg`: a cached export of the same format, precision and
     mode (and Q, T) whose batch range covers `spec.batch`, else a new export into the cache."""
-    from engines.export import build_models, export_engine, folder_for, random_weights, weights_hash, ModelSource
+    from engines.export import export_engine, folder_for
     from engines.manifest import EngineMismatch, Manifest, check_files
+    from engines.models import ModelSource, build_models, random_weights, weights_hash
 
     runtime_key = ""
     if spec.format != "onnx":
@@ -79,20 +81,22 @@ def bench_backend(
     progress=print,
 ) -> tuple[list[BenchResult], dict]:
     """Figures for `backend` (torch | onnxruntime | tensorrt); returns (results, meta)."""
-    from engines.adapters import DET_GRAPHS, STOCHASTIC_GRAPHS
-    from engines.export import ExportSpec, ModelSource, build_models, torch_backends
+    from engines.adapters import ONESHOT_GRAPHS, STOCHASTIC_GRAPHS, example_inputs
+    from engines.export import ExportSpec
     from engines.load import load_graph_backends
     from engines.manifest import Manifest
+    from engines.models import ModelSource, build_models, prepare_for_serving, torch_backends
     from engines.runner import MegaRunner
 
     lo, hi = min(batches), max(batches)
     meta: dict = {"backend": backend, "precision": precision, "config": cfg.name}
     runners = {}
-    for mode in ("det", "stochastic") if stochastic else ("det",):
+    models = None
+    for mode in ("deterministic", "stochastic") if stochastic else ("deterministic",):
         if backend == "torch":
-            models = runners.get("models") or build_models(ModelSource(cfg, seed=0), assets_dir)
-            runners["models"] = models
-            names = STOCHASTIC_GRAPHS if mode == "stochastic" else DET_GRAPHS
+            if models is None:
+                models = prepare_for_serving(build_models(ModelSource(cfg, seed=0), assets_dir), warn=progress)
+            names = STOCHASTIC_GRAPHS if mode == "stochastic" else ONESHOT_GRAPHS
             graphs = torch_backends(models, names, precision, samples, device, compile, cuda_graphs)
             runners[mode] = MegaRunner(graphs, cfg.seq_length, cfg.num_embeddings, samples, steps, cfg.temperature)
             continue
@@ -113,13 +117,12 @@ def bench_backend(
         meta[f"{mode}_engine"] = str(folder)
 
     results: list[BenchResult] = []
-    dev = next(iter(runners["det"].backends.values())).device
+    oneshot = runners["deterministic"]
+    dev = next(iter(oneshot.backends.values())).device
     with torch.inference_mode():
         for b in batches:
-            from engines.adapters import example_inputs
-
-            images = example_inputs("det", b, cfg, device=dev)["images"]
-            r = _result(f"{backend} det graph", b, _time(lambda: runners["det"].deterministic(images), repeats, warmup, dev), b)
+            images = example_inputs("oneshot", b, cfg, device=dev)["images"]
+            r = _result(f"{backend} oneshot graph", b, _time(lambda: oneshot.deterministic(images), repeats, warmup, dev), b)
             progress(r.line())
             results.append(r)
             if not stochastic:

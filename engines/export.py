@@ -1,7 +1,7 @@
 """`mega-rt export`: PyTorch MEGA -> ONNX graphs (-> TensorRT plans) in the engine cache, with a manifest
 and the parity each graph reached.
 
-    models = build_models(ModelSource(cfg, weights, mesh_weights))
+    models = build_models(ModelSource(cfg, weights, mesh_weights))      # engines.models
     result = export_engine(models, ExportSpec(format="onnx", precision="fp16", batch=(1, 8, 64)))
 
 The engine folder is `cache_dir()/engines/<config>-<config hash>-<weights hash>/<format>-<precision>-
@@ -11,162 +11,22 @@ and, for TensorRT, the ONNX files the plans were built from. Nothing is written 
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from engines import adapters
-from engines.manifest import Manifest
+from engines.manifest import MANIFEST_NAME, Manifest
+from engines.models import NUM_VERTS, Models, graph_module, normalisation
 
 FORMATS = ("onnx", "tensorrt", "torch-tensorrt")
-NUM_VERTS = 6890
+# what an export writes into its folder besides the manifest: stale ones go before a rebuild
+GRAPH_SUFFIXES = (".onnx", ".plan", ".engine")
 
 
-# ---- the PyTorch models an engine is built from -----------------------------------------------------
-@dataclass(frozen=True)
-class ModelSource:
-    """Where the weights come from: checkpoint files, or random weights of `config` from `seed`."""
-
-    config: object  # MegaConfig, or None to take it from the checkpoint
-    mega_weights: Path | None = None
-    mesh_weights: Path | None = None
-    seed: int = 0
-    config_ref: str | None = None  # how the user named the config (shipped name or YAML path), for rebuilds
-
-    @property
-    def random(self) -> bool:
-        return self.mega_weights is None
-
-
-@dataclass
-class Models:
-    source: ModelSource
-    cfg: object  # MegaConfig
-    mesh_cfg: object  # MeshVQVAEConfig
-    full: torch.nn.Module  # Mega with its token encoder (stochastic mode)
-    det: torch.nn.Module  # decoder-only Mega with the folded empty encoder (deterministic mode)
-    mesh_vqvae: torch.nn.Module
-    weights: dict = field(default_factory=dict)
-    weights_hash: str = ""
-
-
-def _sha256(path: Path) -> str:
-    from engines.onnx_export import file_sha256
-
-    return file_sha256(path)
-
-
-def build_models(source: ModelSource, assets_dir=None, expect_sha256: dict | None = None) -> Models:
-    """Build (or load) MEGA in both forms and the Mesh-VQ-VAE, in eval mode on the CPU."""
-    from train.checkpoint import load_mega, load_mesh_vqvae
-    from train.config import MeshVQVAEConfig, builtin_config
-    from train.model.mega import Mega, fold_empty_encoder
-    from train.model.mesh_vqvae import MeshVQVAE
-
-    weights = {}
-    cfg = source.config
-    if source.mega_weights is not None:
-        path = Path(source.mega_weights)
-        full, cfg = load_mega(path, cfg, with_encoder=True)
-        weights["mega"] = {"path": str(path.resolve()), "sha256": _sha256(path)}
-    else:
-        torch.manual_seed(source.seed)
-        full = Mega(cfg, with_encoder=True).eval()
-        weights["mega"] = {"random_seed": source.seed}
-    mesh_cfg = builtin_config("mesh_vqvae", MeshVQVAEConfig)
-    if source.mesh_weights is not None:
-        path = Path(source.mesh_weights)
-        # an own checkpoint embeds its config; the official one carries none and is configs/mesh_vqvae.yaml
-        mesh_vqvae, mesh_cfg = load_mesh_vqvae(path, assets_dir=assets_dir)
-        weights["mesh"] = {"path": str(path.resolve()), "sha256": _sha256(path)}
-    else:
-        torch.manual_seed(source.seed + 1)
-        mesh_vqvae = MeshVQVAE.from_assets(mesh_cfg, assets_dir).eval()
-        weights["mesh"] = {"random_seed": source.seed + 1}
-    if expect_sha256:
-        for key, sha in expect_sha256.items():
-            if sha and weights.get(key, {}).get("sha256") != sha:
-                from engines.manifest import EngineMismatch
-
-                raise EngineMismatch(f"{weights[key].get('path')}: weights changed since the engine was built (sha256 differs)")
-
-    # the deterministic model shares the weights; its encoder is folded into one constant slot
-    det = Mega(cfg, with_encoder=False, backbone=full.backbone)
-    det.decoder = full.decoder
-    with torch.no_grad():
-        det.empty_slot.copy_(fold_empty_encoder(full.state_dict(), cfg))
-    det.eval()
-
-    return Models(source, cfg, mesh_cfg, full, det, mesh_vqvae, weights, weights_hash(weights, cfg))
-
-
-def random_weights(seed: int) -> dict:
-    """The `weights` record of random models (what build_models writes without checkpoint files)."""
-    return {"mega": {"random_seed": seed}, "mesh": {"random_seed": seed + 1}}
-
-
-def weights_hash(weights: dict, cfg) -> str:
-    """Short hash naming the weights: file sha256s, or the seeds (and config) of random weights."""
-    from train.config import config_hash
-
-    blob = "|".join(
-        f"{k}:{v.get('sha256') or 'random-' + str(v['random_seed']) + '-' + config_hash(cfg)}" for k, v in sorted(weights.items())
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def models_from_manifest(manifest: Manifest, assets_dir=None) -> Models:
-    """Rebuild the exact PyTorch models an engine was exported from (the `torch` side of verify)."""
-    from train.config import MegaConfig, config_from_dict
-
-    cfg = config_from_dict(MegaConfig, manifest.mega_config, "manifest mega_config")
-    w = manifest.weights
-    source = ModelSource(
-        cfg,
-        Path(w["mega"]["path"]) if "path" in w["mega"] else None,
-        Path(w["mesh"]["path"]) if "path" in w["mesh"] else None,
-        seed=w["mega"].get("random_seed", 0),
-    )
-    models = build_models(source, assets_dir, expect_sha256={k: v.get("sha256") for k, v in w.items()})
-    if models.weights_hash != manifest.weights_hash:
-        from engines.manifest import EngineMismatch
-
-        raise EngineMismatch(f"rebuilt models do not match the engine's weights hash; rebuild: {manifest.rebuild_command}")
-    return models
-
-
-def graph_module(graph: str, models: Models, precision: str = "fp32", samples: int = 1) -> torch.nn.Module:
-    """The export adapter of `graph`, in `precision` (a cast copy; the models stay fp32)."""
-    cast = lambda m: adapters.cast_for_precision(m, precision)  # noqa: E731
-    # bf16 keeps 8 mantissa bits, ~4 mm at a metre: the mesh decoder (token ids in, vertices out) stays
-    # fp32 there; fp16 (~0.5 mm) is cast, and its error is part of the measured vertex error
-    cast_mesh = (lambda m: m) if precision == "bf16" else cast  # noqa: E731
-    if graph == "det":
-        return adapters.DetGraph(cast(models.det), cast_mesh(models.mesh_vqvae)).eval()
-    if graph == "encode":
-        return adapters.EncodeGraph(cast(models.full), samples).eval()
-    if graph == "step":
-        return adapters.StepGraph(cast(models.full)).eval()
-    if graph == "mesh":
-        return adapters.MeshDecoderGraph(cast_mesh(models.mesh_vqvae)).eval()
-    raise KeyError(f"unknown graph {graph!r}")
-
-
-def torch_backends(models: Models, graphs, precision: str = "fp32", samples: int = 1, device=None, compile=False, cuda_graphs=False) -> dict:
-    from engines.backends.torch_backend import TorchBackend
-
-    out = {}
-    for g in graphs:
-        ins, outs = adapters.graph_specs(g, models.cfg, NUM_VERTS)
-        out[g] = TorchBackend(graph_module(g, models, precision, samples), ins, outs, g, device, compile, cuda_graphs)
-    return out
-
-
-# ---- the export itself ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ExportSpec:
     format: str = "onnx"
@@ -200,7 +60,7 @@ class ExportSpec:
 
     @property
     def graphs(self) -> tuple[str, ...]:
-        return adapters.STOCHASTIC_GRAPHS if self.stochastic else adapters.DET_GRAPHS
+        return adapters.STOCHASTIC_GRAPHS if self.stochastic else adapters.ONESHOT_GRAPHS
 
     def rows(self, graph: str) -> int:
         """Rows per crop of a graph's inputs: Q for the per-sample graphs."""
@@ -286,9 +146,12 @@ def export_engine(models: Models, spec: ExportSpec, root: Path | None = None, pr
         trt_info = runtime_info()
     folder = engine_folder(models, spec, root, trt_info.key if trt_info else "")
     folder.mkdir(parents=True, exist_ok=True)
-    stale = folder / "manifest.json"
-    if stale.exists():
-        stale.unlink()  # a half-rewritten folder must not look valid
+    # a half-rewritten folder must not look valid, and graphs of an earlier export (other names) must
+    # not linger beside the new ones
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)
+    for stale in folder.iterdir():
+        if stale.suffix in GRAPH_SUFFIXES and stale.is_file():
+            stale.unlink()
     temperature = cfg.temperature if spec.temperature is None else spec.temperature
     graphs: dict[str, dict] = {}
     n = len(spec.graphs)
@@ -372,105 +235,29 @@ def export_engine(models: Models, spec: ExportSpec, root: Path | None = None, pr
         ),
     )
     if parity:
+        from engines.verify import measure_parity
+
         progress("parity: running the exported graphs against PyTorch fp32")
-        manifest.parity = measure_parity(folder, manifest, models, spec, progress)
+        batch = min(max(spec.parity_batch, spec.batch[0]), spec.batch[2])
+        manifest.parity = measure_parity(folder, manifest, models, batch, progress)
     manifest.write(folder)
     return ExportResult(folder, manifest, time.perf_counter() - t_start)
 
 
-def normalisation(models: Models) -> dict:
-    bb = models.full.backbone
-    return {
-        "layout": "NCHW float32 RGB, (x/255 - mean) / std",
-        "mean": list(bb.mean),
-        "std": list(bb.std),
-        "input_hw": [models.cfg.input_height, models.cfg.input_width],
-    }
-
-
 def _software(opset: int) -> dict:
+    """Versions of what built the engine; libraries that are not installed are left out."""
+    import importlib
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "opset": opset}
     for mod in ("onnx", "onnxruntime", "tensorrt", "torch_tensorrt"):
         try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            pass
+            out[mod] = importlib.import_module(mod).__version__
+        except (ImportError, OSError):  # not installed, or its native libraries are missing
+            continue
     try:
-        from importlib.metadata import version
-
         out["mega_rt"] = version("mega-rt")
-    except Exception:
+    except PackageNotFoundError:  # run from a source checkout that was never installed
         pass
     return out
-
-
-# ---- parity -------------------------------------------------------------------------------------
-def measure_parity(folder: Path, manifest: Manifest, models: Models, spec: ExportSpec, progress=print) -> dict:
-    """Each graph against PyTorch fp32 on the same inputs, and for stochastic engines the whole loop.
-
-    Runs where the artefact can run here: ONNX on onnxruntime (CPU or CUDA), plans on TensorRT when
-    a GPU is present. What could not run is recorded as skipped with the reason.
-    """
-    from engines.backends.base import BackendError
-    from engines.load import load_graph_backends
-    from engines.verify import compare_backends, summarise
-
-    batch = min(max(spec.parity_batch, spec.batch[0]), spec.batch[2])
-    try:
-        candidates = load_graph_backends(folder, manifest)
-    except (BackendError, ImportError) as e:
-        progress(f"  parity skipped: {e}")
-        return {"skipped": str(e)}
-    backend_name = next(iter(candidates.values())).name
-    device = next(iter(candidates.values())).device
-    reference = torch_backends(models, spec.graphs, "fp32", spec.samples, device=device)
-    out: dict = {"backend": backend_name, "reference": "torch fp32", "batch": batch, "graphs": {}}
-    for g in spec.graphs:
-        feeds = adapters.example_inputs(g, batch, models.cfg, spec.rows(g), seed=100, device=device)
-        diffs = compare_backends(reference[g], candidates[g], feeds)
-        out["graphs"][g] = summarise(diffs)
-        progress(f"  {g:<7} " + "  ".join(d.line().replace("  ", " ") for d in diffs.values()))
-    if spec.stochastic:
-        out["loop"] = stochastic_parity(models, candidates, spec, batch, device)
-        loop = out["loop"]
-        progress(
-            f"  loop    Q={spec.samples} T={spec.steps}: tokens {loop['tokens_mismatched']}/{loop['tokens_numel']} differ, "
-            f"verts max {loop['verts_max_abs']:.3g}"
-        )
-    return out
-
-
-def stochastic_parity(models: Models, backends: dict, spec: ExportSpec, batch: int, device, seed: int = 7) -> dict:
-    """The full T-step loop over `backends` against `Mega.generate` + decode, fed the same noise.
-
-    The noise is drawn once on the CPU (in `Mega.generate`'s order) and passed pre-scaled to both, so
-    the comparison does not depend on which device's generator the backend would use.
-    """
-    from engines.runner import MegaRunner
-    from train import sampling
-
-    cfg = models.cfg
-    temperature = cfg.temperature if spec.temperature is None else spec.temperature
-    images = adapters.example_inputs("encode", batch, cfg, seed=101)["images"]
-    rows, n, s = batch * spec.samples, cfg.seq_length, cfg.num_embeddings
-    g = torch.Generator().manual_seed(seed)
-    noise = []
-    for t in range(1, spec.steps + 1):
-        temp = sampling.step_temperature(t, spec.steps, temperature)
-        noise.append((temp * sampling.gumbel((rows, n, s), g), temp * sampling.gumbel((rows, n), g)))
-    with torch.inference_mode():
-        ref, _ = models.full.generate(images, samples=spec.samples, steps=spec.steps, temperature=temperature, noise=noise)
-        ref_verts = models.mesh_vqvae.decode(ref.tokens)
-    runner = MegaRunner(backends, cfg.seq_length, cfg.num_embeddings, spec.samples, spec.steps, temperature)
-    got = runner.stochastic(images.to(device), noise=noise)
-    ne = got.tokens.cpu().long() != ref.tokens
-    return {
-        "seed": seed,
-        "tokens_mismatched": int(ne.sum()),
-        "tokens_numel": ne.numel(),
-        "verts_max_abs": float((got.verts.cpu() - ref_verts).abs().max()),
-        "rot6d_max_abs": float((got.rot6d.cpu() - ref.rot6d[:: spec.samples]).abs().max()),
-        "cam_max_abs": float((got.cam.cpu() - ref.cam_crop[:: spec.samples]).abs().max()),
-    }

@@ -1,9 +1,9 @@
 """Pick a backend by artefact, check its manifest, and assemble the graphs of an engine folder.
 
-    load_backend("…/det.onnx")                  -> OnnxRuntimeBackend
-    load_backend("…/det.plan")                  -> TensorRTBackend (manifest checked against this runtime/GPU)
-    load_backend("torch", "det", models=models) -> TorchBackend
-    load_runner("…/engine-folder")              -> MegaRunner over all graphs of the folder
+    load_backend("…/oneshot.onnx")                  -> OnnxRuntimeBackend
+    load_backend("…/oneshot.plan")                  -> TensorRTBackend (manifest checked against this runtime/GPU)
+    load_backend("torch", "oneshot", models=models) -> TorchBackend
+    load_runner("…/engine-folder")                  -> MegaRunner over all graphs of the folder
 
 A TensorRT plan is refused (EngineMismatch, one line with the rebuild command) when its manifest names
 another TensorRT version or compute capability, or - when the caller says what it expects - another
@@ -39,8 +39,8 @@ def load_backend(
     """One graph's backend, chosen by what `path_or_name` is (see the module docstring)."""
     if str(path_or_name) == "torch":
         if models is None or graph is None:
-            raise BackendError("the torch backend needs the models and a graph name: load_backend('torch', 'det', models=...)")
-        from engines.export import torch_backends
+            raise BackendError("the torch backend needs the models and a graph name: load_backend('torch', 'oneshot', models=...)")
+        from engines.models import torch_backends
 
         return torch_backends(models, [graph], precision, samples, device, compile, cuda_graphs)[graph]
     path = Path(path_or_name)
@@ -85,7 +85,7 @@ def load_graph_backends(folder, manifest: Manifest | None = None, backend: str |
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r} ({', '.join(BACKENDS)})")
     if backend == "torch":
-        from engines.export import models_from_manifest, torch_backends
+        from engines.models import models_from_manifest, torch_backends
 
         models = models or models_from_manifest(manifest)
         opts = {k: v for k, v in opts.items() if k in ("device", "compile", "cuda_graphs")}
@@ -105,7 +105,7 @@ def load_graph_backends(folder, manifest: Manifest | None = None, backend: str |
 
 
 def load_runner(path, backend: str | None = None, expect_config_hash: str | None = None, expect_weights_hash: str | None = None, **opts):
-    """A MegaRunner over an engine folder (deterministic: det; stochastic: encode, step, mesh)."""
+    """A MegaRunner over an engine folder (deterministic: oneshot; stochastic: encode, step, mesh)."""
     from engines.runner import MegaRunner
 
     folder = Path(path)

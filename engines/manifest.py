@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+# 2: the deterministic graph is `oneshot` and the camera output `cam_crop`; folders of another version
+# are refused with their rebuild command (and rebuilt where mega-rt exports on demand)
+FORMAT_VERSION = 2
 
 
 class EngineMismatch(RuntimeError):
@@ -47,15 +49,13 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def write(self, folder: str | Path) -> Path:
+        from train.io import write_text_atomic
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if not self.created:
             self.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        path = folder / MANIFEST_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
-        tmp.replace(path)
-        return path
+        return write_text_atomic(folder / MANIFEST_NAME, json.dumps(asdict(self), indent=1, sort_keys=True))
 
     @classmethod
     def read(cls, path: str | Path) -> "Manifest":

@@ -38,6 +38,8 @@ def export_graph(
     """
     import onnx
 
+    from train.io import atomic_write
+
     if not 17 <= opset <= 20:
         raise ExportError(f"opset {opset}: use 17..20 (LayerNormalization needs 17; TensorRT 10 parses up to 20)")
     path = Path(path)
@@ -45,34 +47,33 @@ def export_graph(
     names = list(feeds)
     dynamic_axes = {n: {0: batch_axis_name} for n in names + list(output_names)}
     module = module.eval()
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings(), torch.no_grad():
-        # the legacy exporter warns that it is legacy, and that `as_tensor` of a *tensor* is traced as
-        # a constant: in sample_step it wraps an input tensor, which stays an input (tests prove it)
-        warnings.simplefilter("ignore")
+    with atomic_write(path) as tmp:
+        with warnings.catch_warnings(), torch.no_grad():
+            # the legacy exporter warns that it is legacy, and that `as_tensor` of a *tensor* is traced as
+            # a constant: in sample_step it wraps an input tensor, which stays an input (tests prove it)
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(
+                    module,
+                    tuple(feeds.values()),
+                    str(tmp),
+                    dynamo=False,
+                    input_names=names,
+                    output_names=list(output_names),
+                    dynamic_axes=dynamic_axes,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                )
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ExportError(f"{path.name}: ONNX export failed: {first[:300]}") from e
+        model = onnx.load(str(tmp))
+        if fold_static_topk(model, feeds):
+            onnx.save(model, str(tmp))
         try:
-            torch.onnx.export(
-                module,
-                tuple(feeds.values()),
-                str(tmp),
-                dynamo=False,
-                input_names=names,
-                output_names=list(output_names),
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                do_constant_folding=True,
-            )
+            onnx.checker.check_model(model, full_check=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExportError(f"{path.name}: ONNX export failed: {first[:300]}") from e
-    model = onnx.load(str(tmp))
-    if fold_static_topk(model, feeds):
-        onnx.save(model, str(tmp))
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as e:
-        raise ExportError(f"{path.name}: exported graph fails onnx.checker: {str(e).splitlines()[0][:300]}") from e
-    tmp.replace(path)
+            raise ExportError(f"{path.name}: exported graph fails onnx.checker: {str(e).splitlines()[0][:300]}") from e
     return {
         "file": path.name,
         "bytes": path.stat().st_size,

@@ -1,4 +1,4 @@
-"""MEGA inference over backends: one `det` launch per batch, or the stochastic host loop.
+"""MEGA inference over backends: one `oneshot` launch per batch, or the stochastic host loop.
 
 The stochastic loop is the MaskGIT pattern of NVIDIA's diffusion demos: `encode` once per crop (its
 image tokens come out repeated Q times, so the Q samples ride the batch dimension), then `step` T
@@ -24,7 +24,7 @@ class StochasticResult:
     verts: torch.Tensor  # (B*Q, V, 3) canonical
     rot6d: torch.Tensor  # (B, 6) per crop (the rotation/camera head never sees the tokens)
     rotmat: torch.Tensor  # (B, 3, 3)
-    cam: torch.Tensor  # (B, 3)
+    cam_crop: torch.Tensor  # (B, 3) weak-perspective camera of the crop
     history: list[torch.Tensor]  # tokens after each step, 0 where still masked
 
 
@@ -44,9 +44,9 @@ class MegaRunner:
         return {"encode", "step", "mesh"} <= set(self.backends)
 
     def deterministic(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        if "det" not in self.backends:
-            raise KeyError("this engine has no det graph; export without --stochastic")
-        return self.backends["det"].run({"images": images})
+        if "oneshot" not in self.backends:
+            raise KeyError("this engine has no oneshot graph; export without --stochastic")
+        return self.backends["oneshot"].run({"images": images})
 
     def stochastic(
         self,
@@ -77,7 +77,7 @@ class MegaRunner:
         t0 = time.perf_counter()
         enc = self.backends["encode"].run({"images": images})
         image_tokens = enc["image_tokens"].to(device)
-        pose = {k: enc[k].clone() for k in ("rot6d", "rotmat", "cam")}
+        pose = {k: enc[k].clone() for k in ("rot6d", "rotmat", "cam_crop")}
         sync()
         clock["encode"] = time.perf_counter() - t0
         rows = image_tokens.shape[0]
@@ -116,7 +116,7 @@ class MegaRunner:
         clock["mesh"] = time.perf_counter() - t0
         if timings is not None:
             timings.update({k: 1000 * v for k, v in clock.items()})
-        return StochasticResult(tokens, verts, pose["rot6d"], pose["rotmat"], pose["cam"], history)
+        return StochasticResult(tokens, verts, pose["rot6d"], pose["rotmat"], pose["cam_crop"], history)
 
     def capture_stochastic(self, images: torch.Tensor, temperature: float | None = None):
         """Capture encode + T steps (noise drawn on the device) + mesh in one CUDA graph.

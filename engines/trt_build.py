@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.backends.base import BackendError, require
+from train.io import write_bytes_atomic
 
 
 class BuildError(RuntimeError):
@@ -121,22 +122,17 @@ def build_plan(onnx_path: str | Path, target: PlanTarget, log=print) -> dict:
     seconds = time.perf_counter() - t0
     info = _save_plan(plan, target, seconds, log)
     if cache is not None:
-        _write_atomic(timing_cache_path, bytes(cache.serialize()))
+        # a build killed mid-write must not leave a truncated cache (or plan) that a later build loads
+        timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(timing_cache_path, bytes(cache.serialize()))
     return info
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # a build killed mid-write must not leave a truncated plan or cache that a later run loads
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _save_plan(plan, target: PlanTarget, seconds: float, log, how: str = "") -> dict:
     """Write a serialised plan to `target.path`, log it, and return what the manifest records of the build."""
     path = Path(target.path)
-    _write_atomic(path, bytes(plan))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, bytes(plan))
     size = path.stat().st_size
     log(f"  built {path.name}{how} in {seconds:.1f} s ({size / 1e6:.1f} MB)")
     return {"seconds": round(seconds, 2), "bytes": size, "timing_cache": str(target.timing_cache) if target.timing_cache else None}

@@ -1,8 +1,10 @@
 """Parity between backends: the same inputs through two backends, max/mean differences per output.
 
 Integer and boolean outputs (tokens, visibility) are compared exactly and reported as the number of
-mismatching entries; float outputs as max and mean absolute differences. `mega-rt verify` and the
-parity figures written into every manifest come from here.
+mismatching entries; float outputs as max and mean absolute differences. Each graph is compared on
+its own, and a stochastic engine's whole T-step loop as well (`loop_parity`, fed the same images and
+noise). `mega-rt verify` (`verify_pair`) and the parity figures written into every manifest at export
+(`measure_parity`) come from here.
 """
 
 from __future__ import annotations
@@ -77,7 +79,11 @@ def shared_noise(rows: int, num_tokens: int, codebook_size: int, steps: int, tem
 
 
 def loop_parity(reference: dict, candidate: dict, cfg, samples: int, steps: int, temperature: float, batch: int, seed: int = 0) -> dict[str, Diff]:
-    """The whole stochastic loop on two sets of backends with the same images and noise."""
+    """The whole stochastic loop on two sets of backends (encode, step, mesh) with the same images and noise.
+
+    The noise is drawn once on the CPU (`shared_noise`, in `Mega.generate`'s order) and passed pre-scaled
+    to both, so the comparison does not depend on which device's generator a backend would use.
+    """
     from engines.adapters import example_inputs
     from engines.runner import MegaRunner
 
@@ -86,13 +92,51 @@ def loop_parity(reference: dict, candidate: dict, cfg, samples: int, steps: int,
     results = []
     for backends in (reference, candidate):
         runner = MegaRunner(backends, cfg.seq_length, cfg.num_embeddings, samples, steps, temperature)
-        results.append(runner.stochastic(images, noise=noise))
+        results.append(runner.stochastic(images.to(backends["encode"].device), noise=noise))
     a, b = results
-    return {
-        "loop tokens": diff_tensors("loop tokens", a.tokens, b.tokens),
-        "loop verts": diff_tensors("loop verts", a.verts, b.verts),
-        "loop rotmat": diff_tensors("loop rotmat", a.rotmat, b.rotmat),
-    }
+    return {name: diff_tensors(name, getattr(a, name), getattr(b, name)) for name in ("tokens", "verts", "rot6d", "rotmat", "cam_crop")}
+
+
+def _rows(manifest, graph: str) -> int:
+    """Rows per crop of a graph's inputs: Q for the per-sample graphs (1 in a deterministic engine)."""
+    return manifest.samples if graph in ("step", "mesh") else 1
+
+
+def measure_parity(folder, manifest, models, batch: int, progress=print) -> dict:
+    """Each graph of an engine folder against PyTorch fp32 on the same inputs, and for stochastic
+    engines the whole loop; the figures an export writes into its manifest.
+
+    Runs where the artefact can run here: ONNX on onnxruntime (CPU or CUDA), plans on TensorRT when
+    a GPU is present. What could not run is recorded as skipped with the reason.
+    """
+    from engines.adapters import example_inputs
+    from engines.backends.base import BackendError
+    from engines.load import load_graph_backends
+    from engines.models import torch_backends
+
+    try:
+        candidates = load_graph_backends(folder, manifest)
+    except (BackendError, ImportError) as e:
+        progress(f"  parity skipped: {e}")
+        return {"skipped": str(e)}
+    first = next(iter(candidates.values()))
+    graphs = list(manifest.graphs)
+    reference = torch_backends(models, graphs, "fp32", manifest.samples, device=first.device)
+    out: dict = {"backend": first.name, "reference": "torch fp32", "batch": batch, "graphs": {}}
+    for g in graphs:
+        feeds = example_inputs(g, batch, models.cfg, _rows(manifest, g), seed=100, device=first.device)
+        diffs = compare_backends(reference[g], candidates[g], feeds)
+        out["graphs"][g] = summarise(diffs)
+        progress(f"  {g:<7} " + "  ".join(d.line().replace("  ", " ") for d in diffs.values()))
+    if manifest.mode == "stochastic":
+        diffs = loop_parity(reference, candidates, models.cfg, manifest.samples, manifest.steps, manifest.temperature, batch, seed=7)
+        out["loop"] = {"seed": 7, **summarise(diffs)}
+        tokens, verts = diffs["tokens"], diffs["verts"]
+        progress(
+            f"  loop    Q={manifest.samples} T={manifest.steps}: tokens {tokens.mismatched}/{tokens.numel} differ, "
+            f"verts max {verts.max_abs:.3g}"
+        )
+    return out
 
 
 def _side(arg: str):
@@ -118,9 +162,9 @@ def _side(arg: str):
 def verify_pair(reference: str, candidate: str, batch: int = 2, seed: int = 0, threads: int | None = None, progress=print) -> dict:
     """`mega-rt verify`: both sides on the same inputs, every graph they share (and the stochastic loop)."""
     from engines.adapters import example_inputs
-    from engines.export import models_from_manifest
     from engines.load import load_graph_backends
     from engines.manifest import Manifest
+    from engines.models import models_from_manifest, torch_backends
     from train.config import MegaConfig, config_from_dict
 
     sides = [_side(reference), _side(candidate)]
@@ -145,8 +189,6 @@ def verify_pair(reference: str, candidate: str, batch: int = 2, seed: int = 0, t
         if name == "torch":
             # the torch side is the fp32 PyTorch model the engine was exported from
             models = models or models_from_manifest(side_manifest)
-            from engines.export import torch_backends
-
             backends = torch_backends(models, list(side_manifest.graphs), "fp32", side_manifest.samples)
         else:
             backends = load_graph_backends(side_folder, side_manifest, name, threads=threads)
@@ -157,9 +199,8 @@ def verify_pair(reference: str, candidate: str, batch: int = 2, seed: int = 0, t
         raise ValueError(f"no graph in common ({', '.join(ref)} vs {', '.join(cand)})")
     progress(f"{ref_name} vs {cand_name}: {folder} ({manifest.precision}, batch {batch}, seed {seed})")
     report: dict = {"reference": ref_name, "candidate": cand_name, "folder": str(folder), "batch": batch, "seed": seed, "graphs": {}}
-    rows_per_crop = {"step": manifest.samples, "mesh": manifest.samples}
     for g in graphs:
-        feeds = example_inputs(g, batch, cfg, rows_per_crop.get(g, 1), seed=seed)
+        feeds = example_inputs(g, batch, cfg, _rows(manifest, g), seed=seed)
         diffs = compare_backends(ref[g], cand[g], feeds)
         report["graphs"][g] = {n: d.as_dict() for n, d in diffs.items()}
         for d in diffs.values():

@@ -1,5 +1,5 @@
 """The Regressor stage: all crops of a batch through MEGA on one backend (engines/), in chunks of the
-backend's batch range; deterministic (one `det` launch per chunk) or stochastic (Q samples x T steps,
+backend's batch range; deterministic (one `oneshot` launch per chunk) or stochastic (Q samples x T steps,
 `engines.runner.MegaRunner.stochastic`, reduced here to the mean mesh and its per-vertex spread).
 
 `load_models` decides which weights run: explicit files, the shipped demo weights
@@ -28,15 +28,14 @@ NO_WEIGHTS = (
 
 
 def load_models(weights=None, mesh_weights=None, random_weights: bool = False, config=None, seed: int = 0, fast: bool = True):
-    """engines.export.Models from checkpoint files, the demo weights, or random weights of `config`.
+    """engines.models.Models from checkpoint files, the demo weights, or random weights of `config`;
+    with `fast`, the served form (`engines.models.prepare_for_serving`: BN folded, channels_last).
 
     Returns (models, description)."""
-    from engines.export import Models, ModelSource, build_models
-    from train.checkpoint import load_mega, load_mesh_vqvae
-    from train.model.mega import Mega, fold_empty_encoder
+    from engines.models import ModelSource, build_models, prepare_for_serving
 
     if random_weights:
-        models = build_models(ModelSource(config, None, None, seed))
+        source = ModelSource(config, None, None, seed)
         what = f"random weights ({config.name}, seed {seed})"
     else:
         if weights is None:
@@ -53,23 +52,10 @@ def load_models(weights=None, mesh_weights=None, random_weights: bool = False, c
             what = f"weights {Path(weights).name}"
         if mesh_weights is None:
             raise WeightsMissing("--weights needs --mesh-weights (the Mesh-VQ-VAE tokenizer, e.g. MESH_VQVAE/mesh_vqvae_54)")
-        full, cfg = load_mega(weights, with_encoder=True)
-        mesh_vqvae, mesh_cfg = load_mesh_vqvae(mesh_weights)
-        det = Mega(cfg, with_encoder=False, backbone=full.backbone)
-        det.decoder = full.decoder
-        with torch.no_grad():
-            det.empty_slot.copy_(fold_empty_encoder(full.state_dict(), cfg))
-        models = Models(ModelSource(cfg, Path(weights), Path(mesh_weights)), cfg, mesh_cfg, full, det.eval(), mesh_vqvae.eval())
+        source = ModelSource(None, Path(weights), Path(mesh_weights))
+    models = build_models(source)
     if fast:
-        # BN folded + channels_last: the same outputs (checked), one memory pass less per conv
-        from train.model.inference import prepare_for_inference
-
-        try:
-            backbone = prepare_for_inference(models.full.backbone)
-            models.full.backbone = backbone
-            models.det.backbone = backbone
-        except Exception:
-            pass
+        models = prepare_for_serving(models)
     return models, what
 
 
@@ -104,13 +90,13 @@ class Regressor:
         if not self.stochastic:
             out = self.runner.deterministic(images)
             # backends may reuse output buffers: clone what we keep
-            return out["tokens"][:, None].clone(), out["rotmat"].clone(), out["cam"].clone(), out["verts"].clone(), None
+            return out["tokens"][:, None].clone(), out["rotmat"].clone(), out["cam_crop"].clone(), out["verts"].clone(), None
         res = self.runner.stochastic(images, generator=self.generator)
         b, q = images.shape[0], self.samples
         verts = res.verts.view(b, q, *res.verts.shape[1:])
         mean = verts.mean(1)
         std = (verts - mean[:, None]).square().sum(-1).mean(1).sqrt()
-        return res.tokens.view(b, q, -1), res.rotmat, res.cam, mean, std
+        return res.tokens.view(b, q, -1), res.rotmat, res.cam_crop, mean, std
 
 
 def build_regressor(models=None, backend: str = "torch", engine=None, samples: int = 1, steps: int | None = None, temperature: float | None = None,
@@ -118,11 +104,11 @@ def build_regressor(models=None, backend: str = "torch", engine=None, samples: i
     """A Regressor on the torch backend (from `models`) or on an exported engine folder."""
     from engines.runner import MegaRunner
 
-    graphs = ["encode", "step", "mesh"] if samples > 1 else ["det"]
+    graphs = ["encode", "step", "mesh"] if samples > 1 else ["oneshot"]
     if engine is None:
         if backend != "torch":
             raise WeightsMissing(f"--backend {backend} needs --engine DIR (build one with `mega-rt export`)")
-        from engines.export import torch_backends
+        from engines.models import torch_backends
 
         backends = torch_backends(models, graphs, precision, samples, device=device)
         cfg = models.cfg

@@ -91,9 +91,9 @@ def load_mega(path, cfg: MegaConfig | None = None, with_encoder: bool = True):
     """Build MEGA and load an official or own checkpoint strictly.
 
     With `with_encoder=False` (deterministic mode) the encoder weights must still be present and
-    well-shaped, but only its fully-masked output is kept (folded into `empty_slot`).
+    well-shaped, but only its fully-masked output is kept (`train.model.mega.decoder_only`).
     """
-    from train.model.mega import Mega, TokenEncoder, fold_empty_encoder
+    from train.model.mega import Mega, decoder_only
 
     ckpt = read_checkpoint(path)
     sd = ckpt["model"]
@@ -108,18 +108,10 @@ def load_mega(path, cfg: MegaConfig | None = None, with_encoder: bool = True):
                 cfg = infer_mega_config(sd)
             except CheckpointError as e:
                 raise CheckpointError(f"{path}: not a MEGA checkpoint ({e})") from None
-    model = Mega(cfg, with_encoder=with_encoder)
-    if with_encoder:
-        load_strict(model, sd, str(path), f"MEGA config {cfg.name}")
-    else:
-        with torch.device("meta"):
-            encoder_shapes = {f"encoder.{k}": v.shape for k, v in TokenEncoder(cfg).state_dict().items()}
-        expected = {k: v.shape for k, v in model.state_dict().items()} | encoder_shapes
-        check_keys(expected, sd, str(path), f"MEGA config {cfg.name}")
-        model.load_state_dict({k: v for k, v in sd.items() if not k.startswith("encoder.")}, strict=True)
-        with torch.no_grad():
-            model.empty_slot.copy_(fold_empty_encoder(sd, cfg))
-    return model.eval(), cfg
+    model = Mega(cfg, with_encoder=True)
+    load_strict(model, sd, str(path), f"MEGA config {cfg.name}")
+    model.eval()
+    return (model if with_encoder else decoder_only(model)), cfg
 
 
 def _embedded_config(ckpt: dict, cls, official_name: str, path):

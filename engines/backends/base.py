@@ -1,6 +1,6 @@
 """The one backend interface: named tensors in, named tensors out, an optional CUDA stream.
 
-    backend = load_backend("det.onnx")            # or a .plan, or TorchBackend(module, ...)
+    backend = load_backend("oneshot.onnx")        # or a .plan, or TorchBackend(module, ...)
     out = backend.run({"images": crops})          # {"tokens": ..., "verts": ...}
 
 Every implementation (torch, onnxruntime, tensorrt) takes and returns `torch.Tensor`s, so the pipeline
@@ -58,7 +58,7 @@ def require(module: str) -> Any:
 @runtime_checkable
 class Backend(Protocol):
     name: str  # "torch" | "onnxruntime" | "tensorrt"
-    graph: str  # which graph it runs ("det", "encode", "step", "mesh") or "" when unknown
+    graph: str  # which graph it runs ("oneshot", "encode", "step", "mesh") or "" when unknown
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
 

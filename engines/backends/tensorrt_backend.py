@@ -129,11 +129,12 @@ class TensorRTBackend:
             raise BackendError(f"tensorrt {self.graph}: execute_async_v3 failed (see the TensorRT log)")
 
     def _profile(self, engine_name: str) -> str:
-        try:
-            lo, _, hi = self.engine.get_tensor_profile_shape(engine_name, 0)
-            return f"{tuple(lo)}..{tuple(hi)}"
-        except Exception:  # older bindings name it differently; the message is only a hint
-            return "(unknown)"
+        # TensorRT 10 and 11 name it so; the message that quotes it is only a hint
+        profile_shape = getattr(self.engine, "get_tensor_profile_shape", None)
+        if profile_shape is None:
+            return "(not reported by this TensorRT)"
+        lo, _, hi = profile_shape(engine_name, 0)
+        return f"{tuple(lo)}..{tuple(hi)}"
 
     # ---- CUDA graphs --------------------------------------------------------------------------------
     def _replay(self, feeds: Mapping[str, Any], stream) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from realtime.cli.common import fail, mega_config, parse_range
 @click.option("--mesh-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Mesh-VQ-VAE checkpoint (MESH_VQVAE/mesh_vqvae_54); random when absent.")
 @click.option("--config", "config_ref", default=None, help="Config name (mega_hrnet, mega_tiny, ...) or YAML path; without --weights: random weights.")
 @click.option("--seed", default=0, show_default=True, help="Seed of random weights.")
-@click.option("--stochastic", is_flag=True, help="Export the stochastic graphs (encode, step, mesh) instead of det.")
+@click.option("--stochastic", is_flag=True, help="Export the stochastic graphs (encode, step, mesh) instead of the oneshot graph.")
 @click.option("--steps", type=int, default=None, help="T decoding steps (default: the config's).")
 @click.option("--samples", type=int, default=8, show_default=True, help="Q samples per crop (baked into the encode graph).")
 @click.option("--temperature", type=float, default=None, help="Max sampling temperature A recorded for the runner (default: the config's).")
@@ -37,8 +37,9 @@ def export_cmd(fmt, precision, batch_text, weights, mesh_weights, config_ref, se
     import torch
 
     from engines.backends.base import BackendError
-    from engines.export import ExportSpec, ModelSource, build_models, export_engine
+    from engines.export import ExportSpec, export_engine
     from engines.manifest import EngineMismatch
+    from engines.models import ModelSource, build_models
     from engines.onnx_export import ExportError
     from engines.trt_build import BuildError
     from train.assets import AssetError
@@ -102,7 +103,7 @@ def export_cmd(fmt, precision, batch_text, weights, mesh_weights, config_ref, se
             click.echo(f"    {g:<7} " + ", ".join(figures))
         if "loop" in parity:
             lp = parity["loop"]
-            click.echo(f"    loop    tokens {lp['tokens_mismatched']}/{lp['tokens_numel']} differ, verts max {lp['verts_max_abs']:.2g}")
+            click.echo(f"    loop    tokens {lp['tokens']['mismatched']}/{lp['tokens']['numel']} differ, verts max {lp['verts']['max_abs']:.2g}")
     click.echo(f"  rebuild  {m.rebuild_command}")
 
 
@@ -120,9 +121,6 @@ def verify(reference, candidate, batch, seed, threads, json_path):
     REFERENCE and CANDIDATE are engine folders, graph files (.onnx, .plan) or backend names (torch,
     onnxruntime, tensorrt) applied to the other argument's engine, e.g. `mega-rt verify torch ENGINE_DIR`.
     """
-    import json
-    from pathlib import Path
-
     import torch
 
     from engines.backends.base import BackendError
@@ -137,6 +135,8 @@ def verify(reference, candidate, batch, seed, threads, json_path):
         # KeyError's str() is the repr of its message
         fail(str(e).strip("'\""), 1)
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=1))
+        from train.io import write_json_atomic
+
+        write_json_atomic(json_path, report)
         click.echo(f"wrote {json_path}")
 

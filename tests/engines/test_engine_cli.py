@@ -1,4 +1,4 @@
-"""`mega-rt export`, `verify` and `bench --backend`: what a user types, what they get back."""
+"""`mega-rt export`, `verify`, `bench model` and `bench backend`: what a user types, what they get back."""
 
 from __future__ import annotations
 
@@ -62,14 +62,14 @@ def test_export_official_checkpoint_then_verify_against_torch(cache, reference_d
     )
     assert result.exit_code == 0, result.output
     assert "warning" not in result.stderr
-    assert "det     tokens 0/" in result.stdout
+    assert "oneshot tokens 0/" in result.stdout
     folder = _folder(result.stdout)
     report_path = tmp_path / "verify.json"
     result = _run("verify", "torch", str(folder), "--batch", "2", "--json", str(report_path))
     assert result.exit_code == 0, result.output
     assert "tokens           identical" in result.stdout
     report = json.loads(report_path.read_text())
-    assert report["graphs"]["det"]["verts"]["max_abs"] <= 1e-4
+    assert report["graphs"]["oneshot"]["verts"]["max_abs"] <= 1e-4
     assert report["reference"] == "torch" and report["candidate"] == "onnxruntime"
 
 
@@ -87,13 +87,13 @@ def test_verify_refuses_engines_of_different_weights(cache):
 def test_bench_backend_onnxruntime_reports_stages_and_json(cache, tmp_path):
     out = tmp_path / "bench.json"
     result = _run(
-        "bench", "--backend", "onnxruntime", "--config", "mega_tiny", "--batch", "2", "--stochastic",
+        "bench", "backend", "--backend", "onnxruntime", "--config", "mega_tiny", "--batch", "2", "--stochastic",
         "--samples", "2", "--steps", "2", "--repeats", "1", "--threads", "1", "--json", str(out),
     )
     assert result.exit_code == 0, result.output
     names = [r["name"] for r in json.loads(out.read_text())["results"]]
     assert names == [
-        "onnxruntime det graph",
+        "onnxruntime oneshot graph",
         "onnxruntime stoch encode (once per crop)",
         "onnxruntime stoch step x2 (Q=2)",
         "onnxruntime stoch mesh decode (Q=2)",
@@ -108,7 +108,7 @@ def test_bench_tensorrt_without_a_gpu_is_a_one_line_error(cache):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    result = _run("bench", "--backend", "tensorrt", "--config", "mega_tiny")
+    result = _run("bench", "backend", "--backend", "tensorrt", "--config", "mega_tiny")
     assert result.exit_code == 2
     assert "no CUDA GPU" in result.output and "Traceback" not in result.output
 
@@ -130,7 +130,55 @@ def test_bench_reuses_a_cached_engine_whose_batch_range_covers_the_request(cache
     result = _run("export", "--config", "mega_tiny", "--batch", "1:4:4", "--no-parity")
     assert result.exit_code == 0, result.output
     folder = _folder(result.stdout)
-    result = _run("bench", "--backend", "onnxruntime", "--config", "mega_tiny", "--batch", "2", "--repeats", "1")
+    result = _run("bench", "backend", "--backend", "onnxruntime", "--config", "mega_tiny", "--batch", "2", "--repeats", "1")
     assert result.exit_code == 0, result.output
     assert f"engine: {folder} (cached)" in result.output
     assert len(list(folder.parent.iterdir())) == 1  # nothing new was exported
+
+
+def test_bench_lists_its_three_benchmarks():
+    result = _run("bench", "--help")
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.output.split("Commands:")[1].strip().splitlines()]
+    assert listed == ["backend", "model", "pipeline"]
+
+
+def test_bench_model_times_the_served_model_and_writes_json(cache, tmp_path):
+    out = tmp_path / "model.json"
+    result = _run("bench", "model", "--config", "mega_tiny", "--batch", "1", "--repeats", "1", "--samples", "2", "--steps", "2",
+                  "--threads", "1", "--device", "cpu", "--json", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert [r["name"] for r in figures["results"]] == [
+        "deterministic (MEGA)", "mesh-vqvae decode", "deterministic + decode", "stochastic Q=2 T=2 +decode",
+    ]  # fmt: skip
+    assert figures["meta"]["config"] == "mega_tiny" and figures["meta"]["threads"] == 1
+    assert "warning" not in result.output  # the BN fold applied
+
+
+def test_bench_model_fp16_on_a_cpu_is_a_one_line_error():
+    result = _run("bench", "model", "--config", "mega_tiny", "--device", "cpu", "--precision", "fp16")
+    assert result.exit_code == 2
+    assert "needs a CUDA device" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_bench_commands_take_only_their_own_options():
+    result = _run("bench", "model", "--max-frames", "3")
+    assert result.exit_code == 2 and "No such option '--max-frames'" in result.output
+    result = _run("bench", "model", "--engine", "x")
+    assert result.exit_code == 2 and "No such option '--engine'" in result.output
+
+
+def test_bench_backend_torch_runs_the_served_models(cache, monkeypatch):
+    """The torch backend times the models the pipeline runs: they pass through prepare_for_serving, which
+    says so when the BN fold cannot be applied (forced here) instead of silently timing another network."""
+    from train.model import inference
+
+    def refuse(model, example=None, atol=1e-3):
+        raise RuntimeError("inference rewrite changed the outputs (max abs diff 1); not using it")
+
+    monkeypatch.setattr(inference, "prepare_for_inference", refuse)
+    result = _run("bench", "backend", "--backend", "torch", "--config", "mega_tiny", "--batch", "1", "--repeats", "1", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "warning: BatchNorm folding / channels_last not applied" in result.output
+    assert "torch oneshot graph" in result.output and "precision fp32" in result.output

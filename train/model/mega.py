@@ -9,8 +9,8 @@ Embedding called `proj`, `rotcam_head.0/.2`), so official files load strictly wi
 
 Two inference modes:
 - deterministic: all tokens masked, one decoder pass, argmax. With nothing visible the encoder sees
-  only its cls token, so its output is a constant; `Mega(cfg, with_encoder=False)` keeps that constant
-  as a buffer (`empty_slot`) and never builds the encoder.
+  only its cls token, so its output is a constant; `decoder_only(full)` keeps that constant as a
+  buffer (`empty_slot`) of a model without the encoder.
 - stochastic: `train.sampling.generate` drives `step_logits` T times; the backbone and the image-token
   embedding run once per crop, Q samples ride the batch dimension.
 """
@@ -105,6 +105,17 @@ def fold_empty_encoder(state_dict: dict, cfg: MegaConfig, prefix: str = "encoder
     return x[0]
 
 
+def decoder_only(full: Mega) -> Mega:
+    """The deterministic model of `full`: its backbone and decoder (shared, not copied), no encoder, and
+    the encoder's fully-masked output folded into `empty_slot`. Every decoder-only MEGA is made here."""
+    if full.encoder is None:
+        raise ValueError("decoder_only needs MEGA with its token encoder (the weights to fold)")
+    model = Mega(full.cfg, with_encoder=False, backbone=full.backbone, decoder=full.decoder)
+    with torch.no_grad():
+        model.empty_slot.copy_(fold_empty_encoder(full.encoder.state_dict(), full.cfg, prefix=""))
+    return model.eval()  # inference only: the shared backbone and decoder go to eval mode too
+
+
 def rotcam_modules(cfg: MegaConfig) -> dict[str, nn.Module]:
     """MEGA's rotation/camera head, by the attribute names its decoder (and the official keys) use;
     also built alone by the backbone stage, which can pre-train it."""
@@ -172,14 +183,14 @@ class MegaOutput:
 class Mega(nn.Module):
     """The full network. `with_encoder=False` builds the deterministic (decoder-only) model."""
 
-    def __init__(self, cfg: MegaConfig, with_encoder: bool = True, backbone: nn.Module | None = None):
+    def __init__(self, cfg: MegaConfig, with_encoder: bool = True, backbone: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
         from train.model.backbones import build_backbone
 
         self.cfg = cfg
         self.backbone = backbone if backbone is not None else build_backbone(cfg)
         self.encoder = TokenEncoder(cfg) if with_encoder else None
-        self.decoder = MegaDecoder(cfg)
+        self.decoder = decoder if decoder is not None else MegaDecoder(cfg)
         # folded encoder output for the fully masked input; set from weights when the encoder is absent
         self.register_buffer("empty_slot", torch.zeros(cfg.emb_dim), persistent=False)
 
