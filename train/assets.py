@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from train.io import atomic_write
+
 _MESHCONV_BASE = (
     "https://raw.githubusercontent.com/papagina/MeshConvolution/master/"
     "train/0223_GraphAE27_compare/connections/dfaust2/"
@@ -152,27 +154,29 @@ def download(
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-            total = resp.headers.get("Content-Length")
-            total = int(total) if total is not None else None
-            done = 0
-            while block := resp.read(1 << 16):
-                out.write(block)
-                h.update(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
-        if total is not None and done != total:
-            raise AssetError(f"{url}: transfer interrupted ({done} of {total} bytes); run the fetch again")
+
+    def check_sha(_tmp: Path) -> None:
         if h.hexdigest() != sha256:
             raise AssetError(
                 f"{url}: sha256 mismatch (got {h.hexdigest()[:12]}…, expected {sha256[:12]}…); "
                 f"the upstream file changed or the download is corrupt — nothing was saved"
             )
-        os.replace(tmp, dest)
+
+    try:
+        with atomic_write(dest, verify=check_sha) as tmp:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+                total = resp.headers.get("Content-Length")
+                total = int(total) if total is not None else None
+                done = 0
+                while block := resp.read(1 << 16):
+                    out.write(block)
+                    h.update(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+            if total is not None and done != total:
+                raise AssetError(f"{url}: transfer interrupted ({done} of {total} bytes); run the fetch again")
         return dest
     except AssetError:
         raise
@@ -181,9 +185,6 @@ def download(
         raise AssetError(f"{url}: download failed ({reason}); check the connection and run the fetch again") from None
     except Exception as e:  # http.client.IncompleteRead and friends
         raise AssetError(f"{url}: download failed ({type(e).__name__}: {e}); run the fetch again") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def fetch(

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from train.config import MegaConfig, MeshVQVAEConfig, builtin_config, config_from_dict, config_to_dict
+from train.io import atomic_write
 
 FORMAT = "mega-rt/1"
 
@@ -66,6 +67,25 @@ def check_keys(expected: dict[str, torch.Size], given: dict, source: str, what: 
             problems.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
     if problems:
         raise CheckpointError(f"{source}: does not match {what} — " + "; ".join(problems))
+
+
+def copy_matching(own: dict[str, torch.Tensor], given: dict, source: str, what: str, fix: str,
+                  required=None) -> int:  # fmt: skip
+    """Copy the tensors of `given` into the matching tensors of `own` (a module's `state_dict()`, or part
+    of one): the one partial loader, for a run that starts from part of another network.
+
+    Every key of `given` must name a tensor of `own` of the same shape, and every key of `required`
+    (default: all of `own`) must be given; otherwise a CheckpointError "`source`: `what` (N keys differ,
+    e.g. KEY); `fix`". Returns the number of tensors copied."""
+    required = own if required is None else required
+    bad = sorted(k for k in given if k not in own) + sorted(k for k in required if k not in given)
+    bad += [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in given.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise CheckpointError(f"{source}: {what} ({len(bad)} keys differ, e.g. {bad[0]}); {fix}")
+    with torch.no_grad():
+        for k, v in given.items():
+            own[k].copy_(v)
+    return len(given)
 
 
 def load_strict(module: torch.nn.Module, state_dict: dict, source: str, what: str | None = None) -> None:
@@ -151,7 +171,7 @@ def load_mesh_vqvae(path, cfg: MeshVQVAEConfig | None = None, assets_dir=None):
 
 
 def save_checkpoint(path, model: torch.nn.Module, cfg, **extra) -> Path:
-    """Write {"model", "config", "config_type", "format", **extra} atomically (temp file + rename)."""
+    """Write {"model", "config", "config_type", "format", **extra} atomically (train/io.py)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -161,7 +181,6 @@ def save_checkpoint(path, model: torch.nn.Module, cfg, **extra) -> Path:
         "format": FORMAT,
         **extra,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
     return path

@@ -145,17 +145,38 @@ def config_from_dict(cls, data: dict, source: str = "<dict>"):
         raise ConfigError(f"{source}: {e}") from None
 
 
-def load_config(path: str | Path, cls):
-    """Load one flat YAML file into the frozen dataclass `cls`."""
+def load_yaml(path: str | Path, what: str = "config"):
+    """The data of a YAML file, read safely; a key given twice in one mapping is an error (PyYAML would
+    keep the last one silently, so one of the two values a file states would never be used)."""
     import yaml
 
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` brings defaults, overridden here
+                continue
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise ConfigError(f"{path}: line {key_node.start_mark.line + 1}: key {key!r} given twice")
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=StrictLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def load_config(path: str | Path, cls):
+    """Load one flat YAML file into the frozen dataclass `cls`."""
+    data = load_yaml(path)
     if data is None:
         data = {}
     return config_from_dict(cls, data, str(path))

@@ -10,7 +10,7 @@ measured against ground truth. It is not a detector for real footage.
 
 The training loop is ultralytics' own (its optimiser, augmentation and schedule); this module fixes its
 inputs, keeps everything under `out_dir`, and writes `out_dir/final.pt` (the best epoch's weights, with
-this config embedded under `mega_rt_config`) and `out_dir/metrics.json` atomically.
+this config embedded under `mega_rt_config`) and `out_dir/metrics.json` atomically (train/io.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train.config import ConfigError
+from train.io import atomic_write, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,9 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
     ckpt["mega_rt_config"] = dataclasses.asdict(cfg)
     ckpt["mega_rt_config_text"] = config_text
     final = out_dir / "final.pt"
-    tmp = out_dir / ".final.partial.pt"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, final)
+    with atomic_write(final) as tmp:
+        torch.save(ckpt, tmp)
     metrics = {k.replace("(B)", ""): float(v) for k, v in getattr(results, "results_dict", {}).items()}
     metrics.update(stage="detector", epochs=cfg.epochs, wall_s_this_invocation=wall_s, device="cuda" if cuda else "cpu", weights=str(final))
-    tmp = out_dir / ".metrics.partial.json"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    os.replace(tmp, out_dir / "metrics.json")
+    write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics

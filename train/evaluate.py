@@ -119,3 +119,44 @@ def mean_training_mesh(crop_dirs: Sequence[str]) -> MeanMeshes:
             count += len(verts)
     count = max(count, 1)
     return MeanMeshes(torch.from_numpy((canonical / count).astype(np.float32)), torch.from_numpy((camera / count).astype(np.float32)))
+
+
+def evaluate_tokenizer_file(weights, synthetic_meshes: int = 500, seed: int = 12345, batch: int = 16, limit: int | None = None,
+                            joint_regressor: torch.Tensor | None = None, mean_from: Sequence[str] = ()) -> dict:  # fmt: skip
+    """`mega-rt eval tokenizer`: a tokenizer checkpoint on `synthetic_meshes` held-out meshes of `seed`."""
+    from train.checkpoint import load_mesh_vqvae
+    from train.data.joints import synthetic_joint_regressor
+    from train.data.meshes import SyntheticMeshes
+
+    mean_mesh = mean_training_mesh(mean_from) if mean_from else None
+    tokenizer, _ = load_mesh_vqvae(weights)
+    meshes = SyntheticMeshes(min(limit or synthetic_meshes, synthetic_meshes), seed)
+    chunks = (meshes.verts(range(s, min(s + batch, len(meshes)))) for s in range(0, len(meshes), batch))
+    regressor = joint_regressor if joint_regressor is not None else synthetic_joint_regressor()
+    return evaluate_tokenizer(tokenizer, chunks, regressor, mean_mesh.canonical if mean_mesh is not None else None)
+
+
+def evaluate_hmr_files(weights, tokenizer_weights, crop_dirs: Sequence[str] = (), npz_path: str | None = None, image_dir: str = ".",
+                       smpl_model: str = "", joint_regressor: torch.Tensor | None = None, samples: Sequence[int] = (1, 5, 10),
+                       steps: int | None = None, temperature: float | None = None, seed: int = 12345, batch: int = 16,
+                       limit: int | None = None, mean_from: Sequence[str] = (), precision: str = "fp32",
+                       progress: Callable[[int, int], None] | None = None) -> dict:  # fmt: skip
+    """`mega-rt eval hmr`: MEGA and its tokenizer checkpoints on synthetic crop datasets or one 3DPW/EMDB
+    npz file; `progress(done, total)` after each batch."""
+    from train.checkpoint import load_mega, load_mesh_vqvae
+    from train.config import TrainConfig
+    from train.data.joints import synthetic_joint_regressor
+    from train.stages import hmr_dataset
+
+    mean_mesh = mean_training_mesh(mean_from) if mean_from else None
+    mega, mega_cfg = load_mega(weights)
+    tokenizer, _ = load_mesh_vqvae(tokenizer_weights)
+    cfg = TrainConfig(stage="hmr", smpl_model=smpl_model, seed=seed)
+    data = hmr_dataset(cfg, mega_cfg, mega.backbone, augment=False, crop_dirs=tuple(crop_dirs),
+                       hmr_npz=(npz_path,) if npz_path else (), image_dirs=(image_dir,) if npz_path else (),
+                       sequential=True)  # fmt: skip
+    total = min(limit or len(data), len(data))
+    batches = (data[list(range(s, min(s + batch, total)))] for s in range(0, total, batch))
+    regressor = joint_regressor if joint_regressor is not None else synthetic_joint_regressor()
+    return evaluate_hmr(mega, tokenizer, batches, regressor, samples, steps, temperature, seed, mean_mesh,
+                        progress=(lambda n: progress(n, total)) if progress else None, precision=precision)  # fmt: skip

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from train import distributed
 from train.config import TrainConfig, config_from_dict, config_to_dict
+from train.io import atomic_write, write_json_atomic, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
 # keys that may differ between a run and its resumption (they do not change the computation)
@@ -104,9 +104,8 @@ def save_training_checkpoint(path: Path, model, optimizer, scheduler, scaler, st
         "config": config_to_dict(cfg),
         "config_type": "TrainConfig",
     }
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
@@ -206,7 +205,7 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
     if info.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if config_text is not None:
-            (out_dir / "config.yaml").write_text(config_text)
+            write_text_atomic(out_dir / "config.yaml", config_text)
 
     # every process starts from the same weights; dropout then draws from per-process streams
     torch.manual_seed(cfg.seed)
@@ -309,7 +308,7 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
 
         artefact, artefact_cfg = stage.export()
         save_checkpoint(out_dir / "final.pt", artefact, artefact_cfg, stage=stage.name, train_config=config_to_dict(cfg), steps=cfg.steps)
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 
 

@@ -147,12 +147,12 @@ def _token_accuracy(logits: torch.Tensor, target: torch.Tensor, masked: torch.Te
 def _continue_tokenizer(model: nn.Module, tok_cfg: MeshVQVAEConfig, path: str) -> None:
     """Start from a finished tokenizer run (weights, codebook and EMA statistics): a second cosine
     cycle on the same architecture. The architecture must be the one this run names."""
-    from train.checkpoint import CheckpointError, load_mesh_vqvae
+    from train.checkpoint import CheckpointError, copy_matching, load_mesh_vqvae
 
     loaded, loaded_cfg = load_mesh_vqvae(path)
     if loaded_cfg != tok_cfg:
         raise CheckpointError(f"{path}: a tokenizer of config {loaded_cfg.name}, but this run trains {tok_cfg.name}; set tokenizer_config to match")
-    model.load_state_dict(loaded.state_dict())
+    copy_matching(model.state_dict(), loaded.state_dict(), path, "does not fit this tokenizer run", "set tokenizer_config to match")
 
 
 def tokenizer_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
@@ -292,7 +292,8 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     With `backbone_rotcam`, MEGA's rotation/camera head trains here too, on the pooled MEGA features
     with the hmr stage's rotation and reprojection losses, and hmr starts from it as well: heatmaps
     teach where joints are, not which way the body faces, and in hmr the head's signal competes with
-    the token loss through two Dropout(0.5) layers (session 2: ~3000 steps at the best-constant level).
+    the token loss through two Dropout(0.5) layers (on the synthetic demo it stayed at the best-constant
+    level for ~3000 hmr steps).
     """
     from train.synthetic import body as body_lib
     from train.model.backbones import build_backbone, check_backbone_matches_config
@@ -347,24 +348,26 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
 def _continue_backbone(module: HeatmapForward, path: str) -> None:
     """Start a backbone run from an earlier one's final.pt: the backbone, and the rotation/camera head
     when both runs train one (a run without the head may continue one that had it, not the reverse)."""
-    from train.checkpoint import CheckpointError, read_checkpoint
+    from train.checkpoint import copy_matching
 
-    ckpt = read_checkpoint(path)
-    if ckpt.get("stage") != "backbone":
-        raise CheckpointError(f"{path}: not a backbone-stage checkpoint (stage {ckpt.get('stage')!r}); give the final.pt of `mega-rt train backbone`")
-    sd = ckpt["model"]
+    sd = _backbone_checkpoint(path)
     if not any(k.startswith("backbone.") for k in sd):
         sd = {f"backbone.{k}": v for k, v in sd.items()}
     own = module.exported().state_dict()
     if not module.has_rotcam:
         own = {f"backbone.{k}": v for k, v in own.items()}
         sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
-    bad = sorted(set(sd) ^ set(own)) + [k for k in sd if k in own and own[k].shape != sd[k].shape]
-    if bad:
-        raise CheckpointError(f"{path}: does not fit this backbone run ({len(bad)} keys differ, e.g. {bad[0]}); continue a run of the same model_config")
-    with torch.no_grad():
-        for k, v in sd.items():
-            own[k].copy_(v)
+    copy_matching(own, sd, path, "does not fit this backbone run", "continue a run of the same model_config")
+
+
+def _backbone_checkpoint(path: str) -> dict:
+    """The state dict of a `backbone` stage's final.pt; an error naming the file if it is another kind."""
+    from train.checkpoint import CheckpointError, read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    if ckpt.get("stage") != "backbone":
+        raise CheckpointError(f"{path}: not a backbone-stage checkpoint (stage {ckpt.get('stage')!r}); give the final.pt of `mega-rt train backbone`")
+    return ckpt["model"]
 
 
 def _set_rotcam_dropout(rotcam_head: nn.Module, p: float) -> None:
@@ -384,26 +387,16 @@ def _rotation_error_deg(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 def load_backbone_weights(mega: nn.Module, path: str) -> int:
     """Copy a `backbone` stage's HRNet (pose head included) into MEGA's backbone, and its rotation/
     camera head into MEGA's decoder when it trained one; every key must fit."""
-    from train.checkpoint import CheckpointError, read_checkpoint
+    from train.checkpoint import copy_matching
 
-    ckpt = read_checkpoint(path)
-    if ckpt.get("stage") != "backbone":
-        raise CheckpointError(f"{path}: not a backbone-stage checkpoint (stage {ckpt.get('stage')!r}); give the final.pt of `mega-rt train backbone`")
-    sd, head = ckpt["model"], {}
-    if any(k.startswith("backbone.") for k in sd):  # backbone_rotcam: backbone.* + the head's keys
-        head = {k: v for k, v in sd.items() if not k.startswith("backbone.")}
-        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
-    own = mega.backbone.state_dict()
-    bad = sorted(set(sd) ^ set(own)) + [k for k in sd if k in own and own[k].shape != sd[k].shape]
-    own_head = mega.decoder.state_dict()
-    bad += [k for k, v in head.items() if k not in own_head or own_head[k].shape != v.shape]
-    if bad:
-        raise CheckpointError(f"{path}: backbone does not match this MEGA config ({len(bad)} keys differ, e.g. {bad[0]}); train it with the same model_config")
-    mega.backbone.load_state_dict(sd)
-    with torch.no_grad():
-        for k, v in head.items():
-            own_head[k].copy_(v)
-    return len(sd) + len(head)
+    sd = _backbone_checkpoint(path)
+    if not any(k.startswith("backbone.") for k in sd):  # without backbone_rotcam: the bare backbone
+        sd = {f"backbone.{k}": v for k, v in sd.items()}
+    # the rotation/camera head's keys are MEGA's decoder keys
+    given = {k if k.startswith("backbone.") else f"decoder.{k}": v for k, v in sd.items()}
+    own = {k: v for k, v in mega.state_dict().items() if k.startswith(("backbone.", "decoder."))}
+    required = [k for k in own if k.startswith("backbone.")]
+    return copy_matching(own, given, path, "backbone does not match this MEGA config", "train it with the same model_config", required)
 
 
 # ---- pretrain ------------------------------------------------------------------------------------
@@ -495,20 +488,13 @@ def load_pretrained_tokens_model(mega: nn.Module, path: str) -> int:
     The pre-training model has MEGA's encoder and a decoder without image tokens or rotation/camera
     head; its keys are a subset of MEGA's with the same shapes. Returns the number of tensors loaded.
     """
-    from train.checkpoint import CheckpointError, read_checkpoint
+    from train.checkpoint import copy_matching, read_checkpoint
 
     sd = read_checkpoint(path)["model"]
     own = mega.state_dict()
-    bad = [k for k in sd if k not in own or own[k].shape != sd[k].shape]
-    if bad:
-        raise CheckpointError(f"{path}: not a pre-training checkpoint of this MEGA config ({len(bad)} keys differ, e.g. {bad[0]})")
-    missing = [k for k in own if (k.startswith("encoder.") or k.startswith("decoder.transformer.")) and k not in sd]
-    if missing:
-        raise CheckpointError(f"{path}: lacks {len(missing)} encoder/decoder keys, e.g. {missing[0]}")
-    with torch.no_grad():
-        for k, v in sd.items():
-            own[k].copy_(v)
-    return len(sd)
+    required = [k for k in own if k.startswith(("encoder.", "decoder.transformer."))]
+    return copy_matching(own, sd, path, "not a pre-training checkpoint of this MEGA config",
+                         "give the final.pt of a pretrain run of the same model_config", required)  # fmt: skip
 
 
 def _checkpoint_stage(ckpt: dict) -> str | None:
@@ -525,7 +511,7 @@ def _init_hmr(module: HmrForward, cfg: TrainConfig) -> None:
     """Start an hmr run from `init_weights`: a pre-trained token model (encoder + token decoder), or a
     whole MEGA to continue (an hmr final.pt or official checkpoint; an hmr checkpoint.pt also brings the
     train-only heads that this run has too, which must then be of the same size)."""
-    from train.checkpoint import CheckpointError, read_checkpoint
+    from train.checkpoint import CheckpointError, copy_matching, read_checkpoint
 
     path = cfg.init_weights
     ckpt = read_checkpoint(path)
@@ -544,18 +530,15 @@ def _init_hmr(module: HmrForward, cfg: TrainConfig) -> None:
         return
     if cfg.backbone_weights:
         raise CheckpointError(f"{path}: continues a whole MEGA, backbone included; remove backbone_weights from the config")
-    bad = sorted(set(sd) ^ set(own)) + [k for k in sd if k in own and own[k].shape != sd[k].shape]
-    if bad:
-        raise CheckpointError(f"{path}: does not fit MEGA {cfg.model_config!r} ({len(bad)} keys differ, e.g. {bad[0]}); continue a run of the same model_config")
-    module.mega.load_state_dict(sd)
+    copy_matching(own, sd, path, f"does not fit MEGA {cfg.model_config!r}", "continue a run of the same model_config")
     yaw = heads.get("yaw_head")
     if yaw and module.yaw_head is not None:
         theirs = yaw["weight"].shape[0]
         if theirs != cfg.yaw_bins:
             raise CheckpointError(f"{path}: its yaw head has {theirs} bins, this run {cfg.yaw_bins}; set yaw_bins: {theirs} or start from its final.pt")
-        module.yaw_head.load_state_dict(yaw)
+        copy_matching(module.yaw_head.state_dict(), yaw, path, "its yaw head does not fit this run's", "start from its final.pt")
     if heads.get("pose_head") and module.pose_head is not None:
-        module.pose_head.load_state_dict(heads["pose_head"])  # same config -> same shapes
+        copy_matching(module.pose_head.state_dict(), heads["pose_head"], path, "its pose head does not fit this run's", "start from its final.pt")
 
 
 def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:

@@ -7,22 +7,36 @@ import click
 from realtime.cli.common import fail, parse_samples, train_errors
 
 @click.command("train")
-@click.argument("stage", type=click.Choice(["tokenizer", "backbone", "pretrain", "hmr", "detector"]))
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="Flat YAML of a TrainConfig (e.g. configs/train_hmr_synthetic.yaml) or, for detector, a DetectorTrainConfig.")
+@click.argument("stage", required=False, type=click.Choice(["tokenizer", "backbone", "pretrain", "hmr", "detector"]))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Flat YAML of a TrainConfig (e.g. configs/train_hmr_synthetic.yaml) or, for detector, a DetectorTrainConfig.")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None, help="Run a recipe's steps in order instead (e.g. configs/recipes/synthetic_demo.yaml); finished steps are skipped.")
+@click.option("--set", "sets", multiple=True, metavar="STEP.FIELD=VALUE", help="--recipe: change one field of one step (repeatable), e.g. --set hmr_6.steps=100.")
+@click.option("--dry-run", is_flag=True, help="--recipe: print the planned steps (stage, config, the fields set, out_dir) and run nothing.")
+@click.option("--package", is_flag=True, help="--recipe: also run its package steps (they replace the shipped demo weights).")
 @click.option("--resume", is_flag=True, help="Continue the run in the config's out_dir from its checkpoint.pt.")
 @click.option("--out", "out_dir", default=None, help="Override out_dir.")
 @click.option("--stop-after", type=int, default=None, help="Stop (with a checkpoint) after N steps of this invocation; continue with --resume.")
-@click.option("--threads", type=int, default=None, help="Override threads (CPU threads per process).")
+@click.option("--threads", type=int, default=None, help="Override threads (CPU threads per process; with --recipe, of every run and eval).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUT/scalars.jsonl).")
-def train_cmd(stage, config_path, resume, out_dir, stop_after, threads, no_progress):
+def train_cmd(stage, config_path, recipe_path, sets, dry_run, package, resume, out_dir, stop_after, threads, no_progress):
     """Train one stage: tokenizer (Mesh-VQ-VAE), backbone (HRNet on 2D joint heatmaps), pretrain
     (masked tokens), hmr (MEGA from images); detector (ultralytics YOLO on synthetic scenes, for the
-    offline demo of the detector path; see train/detector.py).
+    offline demo of the detector path; see train/detector.py). Or run a recipe, the ordered runs that
+    make a set of weights: `mega-rt train --recipe configs/recipes/synthetic_demo.yaml` (docs/training.md).
 
     Runs alone or under `torchrun --nproc_per_node N` (DDP; nccl on GPU, gloo on CPU). Writes
     OUT/checkpoint.pt (every checkpoint_every steps and on SIGTERM/SIGINT), OUT/final.pt,
     OUT/scalars.jsonl and OUT/metrics.json.
     """
+    if recipe_path is not None:
+        if stage or config_path or resume or out_dir or stop_after is not None:
+            fail("--recipe runs its own steps: give it without STAGE, --config, --resume, --out or --stop-after")
+        _run_recipe(recipe_path, sets, dry_run, package, threads, no_progress)
+        return
+    if sets or dry_run or package:
+        fail("--set, --dry-run and --package belong to --recipe FILE")
+    if stage is None or config_path is None:
+        fail("give STAGE --config FILE (one run) or --recipe FILE (a chain of runs)")
     import dataclasses
     import json
     from pathlib import Path
@@ -56,6 +70,33 @@ def train_cmd(stage, config_path, resume, out_dir, stop_after, threads, no_progr
         click.echo(json.dumps({k: result[k] for k in ("stage", "steps_done", "steps_total", "samples_per_s")}))
         if result["steps_done"] == cfg.steps:
             click.echo(f"wrote {Path(cfg.out_dir) / 'final.pt'} and metrics.json")
+
+
+def _run_recipe(recipe_path, sets, dry_run, package, threads, no_progress):
+    from train import recipe as recipes
+
+    try:
+        recipe = recipes.load_recipe(recipe_path, sets, threads)
+    except train_errors() as e:
+        fail(str(e))
+    if dry_run:
+        click.echo("\n".join(recipes.plan(recipe, package)))
+        return
+    from train.detector import DetectorTrainingError
+    from train.loop import Interrupted
+    from train.render import RendererUnavailable
+
+    try:
+        recipes.run(recipe, package=package, progress=not no_progress, echo=click.echo)
+    except Interrupted as e:
+        fail(f"{e}; run the recipe again to continue", 130)
+    except KeyboardInterrupt:
+        fail("interrupted; run the recipe again to continue", 130)
+    except (DetectorTrainingError, RendererUnavailable) as e:
+        fail(str(e), 1)
+    except train_errors() as e:
+        fail(str(e).strip("'\""))
+    click.echo(f"recipe {recipe_path}: every step done")
 
 
 def _train_detector(config_path, resume, out_dir, threads, no_progress):
@@ -106,12 +147,10 @@ def _train_detector(config_path, resume, out_dir, threads, no_progress):
 def eval_cmd(stage, weights, tokenizer_path, crop_dirs, npz_path, image_dir, smpl_model, regressor, synthetic_meshes, seed, samples_text, steps, temperature, batch, limit, mean_from, threads, precision, json_path):
     """PVE, MPJPE, PA-MPJPE (mm): the tokenizer's reconstruction, or MEGA deterministic and stochastic
     (best-of-Q, mean-of-Q, per-vertex std) on synthetic crops or 3DPW/EMDB npz files."""
-    import json
-    from pathlib import Path
-
     import torch
 
-    from train.evaluate import evaluate_hmr, evaluate_tokenizer, mean_training_mesh
+    from train.evaluate import evaluate_hmr_files, evaluate_tokenizer_file
+    from train.io import write_json_atomic
 
     if threads:
         torch.set_num_threads(threads)
@@ -119,20 +158,11 @@ def eval_cmd(stage, weights, tokenizer_path, crop_dirs, npz_path, image_dir, smp
         fail(f"--batch {batch}: must be at least 1")
     samples = parse_samples(samples_text)
     try:
-        from train.checkpoint import load_mega, load_mesh_vqvae
-        from train.data.joints import synthetic_joint_regressor
         from train.joints import load_joint_regressor
 
         joint_reg = load_joint_regressor(regressor) if regressor else None
-        mean_mesh = mean_training_mesh(mean_from) if mean_from else None
         if stage == "tokenizer":
-            from train.data.meshes import SyntheticMeshes
-
-            tokenizer, _ = load_mesh_vqvae(weights)
-            meshes = SyntheticMeshes(min(limit or synthetic_meshes, synthetic_meshes), seed)
-            chunks = (meshes.verts(range(s, min(s + batch, len(meshes)))) for s in range(0, len(meshes), batch))
-            result = evaluate_tokenizer(tokenizer, chunks, joint_reg if joint_reg is not None else synthetic_joint_regressor(),
-                                        mean_mesh.canonical if mean_mesh is not None else None)  # fmt: skip
+            result = evaluate_tokenizer_file(weights, synthetic_meshes, seed, batch, limit, joint_reg, mean_from)
         else:
             if tokenizer_path is None:
                 fail("eval hmr needs --tokenizer (the Mesh-VQ-VAE checkpoint that decodes MEGA's tokens)")
@@ -140,30 +170,24 @@ def eval_cmd(stage, weights, tokenizer_path, crop_dirs, npz_path, image_dir, smp
                 fail("eval hmr: give either --crops DIR (synthetic) or --npz FILE (3DPW/EMDB), not both or neither")
             if npz_path and joint_reg is None:
                 fail("eval hmr --npz: give --regressor J_regressor.npy (the H36M 17 x 6890 or SMPL 24 x 6890 regressor)")
-            from train.config import TrainConfig
-            from train.stages import hmr_dataset
-
-            mega, mega_cfg = load_mega(weights)
-            tokenizer, _ = load_mesh_vqvae(tokenizer_path)
-            cfg = TrainConfig(stage="hmr", smpl_model=smpl_model, seed=seed)
-            data = hmr_dataset(cfg, mega_cfg, mega.backbone, augment=False, crop_dirs=tuple(crop_dirs),
-                               hmr_npz=(npz_path,) if npz_path else (), image_dirs=(image_dir,) if npz_path else (),
-                               sequential=True)  # fmt: skip
-            total = min(limit or len(data), len(data))
-            batches = (data[list(range(s, min(s + batch, total)))] for s in range(0, total, batch))
             from tqdm import tqdm
 
-            with tqdm(total=total, desc="eval", unit="crop", disable=None) as bar:
-                result = evaluate_hmr(
-                    mega, tokenizer, batches, joint_reg if joint_reg is not None else synthetic_joint_regressor(), samples, steps,
-                    temperature, seed, mean_mesh, progress=lambda n: bar.update(n - bar.n), precision=precision,
+            with tqdm(desc="eval", unit="crop", disable=None) as bar:
+
+                def progress(done, total):
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                result = evaluate_hmr_files(
+                    weights, tokenizer_path, crop_dirs, npz_path, image_dir, smpl_model, joint_reg, samples, steps, temperature,
+                    seed, batch, limit, mean_from, precision, progress,
                 )  # fmt: skip
     except train_errors() as e:
         fail(str(e).strip("'\""))
     for k, v in result.items():
         click.echo(f"{k:32s} {v:10.2f}" if isinstance(v, float) else f"{k:32s} {v}")
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=1))
+        write_json_atomic(json_path, result)
         click.echo(f"wrote {json_path}")
 
 
@@ -179,9 +203,6 @@ def score_cmd(results, truth, regressor, min_iou, min_visibility, json_path):
     """Score a `mega-rt video` results file (RESULTS.npz) against the ground truth of the `mega-rt synth`
     clip it ran on (TRUTH.npz): detection recall/precision, id switches, PVE/MPJPE/PA-MPJPE and camera
     translation error (mm) of the matched people. Any detector: people are matched by box IoU."""
-    import json
-    from pathlib import Path
-
     from realtime.score import ScoreError, score_results
 
     try:
@@ -201,8 +222,8 @@ def score_cmd(results, truth, regressor, min_iou, min_visibility, json_path):
     for k, v in result.items():
         click.echo(f"{k:20s} {v:10.3f}" if isinstance(v, float) else f"{k:20s} {v}")
     if json_path:
-        tmp = Path(json_path).with_name(Path(json_path).name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(json_path)
+        from train.io import write_json_atomic
+
+        write_json_atomic(json_path, result)
         click.echo(f"wrote {json_path}")
 

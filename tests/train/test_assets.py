@@ -98,7 +98,7 @@ def test_download_saves_and_verifies_good_file(server, assets_dir, tmp_path):
     assert out == dest
     assert dest.read_bytes() == (assets_dir / POOL0).read_bytes()
     assert sha256_of(dest) == ASSETS[POOL0].sha256
-    assert _leftovers(tmp_path) == [dest]  # no .part left beside it
+    assert _leftovers(tmp_path) == [dest]  # no temporary file left beside it
     size = dest.stat().st_size
     assert calls and calls[-1] == (size, size)
 
@@ -108,7 +108,7 @@ def test_download_wrong_sha256_leaves_nothing(server, tmp_path):
     with pytest.raises(AssetError, match="sha256 mismatch") as e:
         download(f"{server.url}/{POOL0}", dest, "0" * 64)
     assert "\n" not in str(e.value)
-    assert _leftovers(tmp_path) == []  # neither dest nor dest.part
+    assert _leftovers(tmp_path) == []  # neither dest nor its temporary file
 
 
 def test_download_wrong_sha256_keeps_existing_file_untouched(server, tmp_path):
@@ -158,7 +158,7 @@ def test_fetch_downloads_every_product_asset_then_skips(server, assets_dir, tmp_
     for name in PRODUCT_ASSETS:
         assert sha256_of(dest_root / name) == ASSETS[name].sha256
     assert sorted(server.requests) == sorted(f"/{n}" for n in PRODUCT_ASSETS)
-    assert not [p for p in dest_root.rglob("*.part")]
+    assert not [p for p in dest_root.rglob("*") if "partial" in p.name]
 
     server.requests.clear()
     again = fetch(dest_root=dest_root, base_url=server.url)

@@ -49,6 +49,16 @@ def test_config_dir_is_the_repo_configs_folder():
     assert {p.stem for p in YAMLS} >= {"mega_hrnet", "mega_resnet", "mega_vit", "mesh_vqvae"}
 
 
+def test_configs_hold_the_models_one_base_config_per_stage_and_the_recipes():
+    assert {p.stem for p in YAMLS} == {
+        "mega_hrnet", "mega_resnet", "mega_vit", "mega_synthetic", "mega_tiny", "mesh_vqvae",
+        *(f"train_{stage}_synthetic" for stage in ("tokenizer", "backbone", "pretrain", "hmr", "detector")),
+    }  # fmt: skip
+    assert {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*") if p.is_file() and p.parent != CONFIG_DIR} == {
+        "recipes/synthetic_demo.yaml"
+    }
+
+
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
 def test_every_shipped_yaml_loads_into_its_dataclass(path):
     assert path.stem.startswith(("mega_", "train_")) or path.stem == "mesh_vqvae", f"no dataclass known for {path.name}"
@@ -168,6 +178,13 @@ def test_dataclass_validation_errors_name_the_file(tmp_path):
 def test_non_mapping_or_broken_yaml_is_config_error(tmp_path, text):
     p = _write(tmp_path, text, "odd.yaml")
     with pytest.raises(ConfigError) as e:
+        load_config(p, MegaConfig)
+    assert str(p) in str(e.value)
+
+
+def test_a_key_given_twice_is_config_error_naming_the_line(tmp_path):
+    p = _write(tmp_path, "emb_dim: 1024\nsteps: 5\nemb_dim: 512\n", "twice.yaml")
+    with pytest.raises(ConfigError, match="line 3: key 'emb_dim' given twice") as e:
         load_config(p, MegaConfig)
     assert str(p) in str(e.value)
 

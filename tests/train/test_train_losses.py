@@ -89,8 +89,8 @@ def test_heatmap_joint_error_is_the_argmax_distance_in_heatmap_pixels():
 
 
 def test_heatmap_side_swaps_counts_crops_whose_left_and_right_maps_fit_the_mirrored_labels():
-    # Why: joint error alone hid that the demo backbone put left and right joints on either side at
-    # random (session 5); this share is ~0.5 for such a network and 0 for one that sees the facing.
+    # Why: joint error alone hides a backbone that puts left and right joints on either side at
+    # random; this share is ~0.5 for such a network and 0 for one that sees the facing.
     from train.stages import heatmap_side_swaps
 
     mirror = [0, 2, 1, 4, 3]  # a centre joint, then two left/right pairs
