@@ -31,18 +31,19 @@ def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_di
 
     from tqdm import tqdm
 
-    from train.synthetic import scene as synth_lib
-    from train.render import RendererUnavailable
     from train import assets
+    from train.render import RendererUnavailable
 
     try:
         if dataset_dir is not None:
             if samples < 1:
                 fail(f"--samples {samples}: must be at least 1")
+            from train.synthetic.crops import CropDatasetConfig, write_crop_dataset
+
             crop_hw = (224, 224) if crop == "224x224" else (256, 192)
-            cfg = synth_lib.CropDatasetConfig(samples=samples, crop_hw=crop_hw, image_wh=(width, height), seed=seed)
+            cfg = CropDatasetConfig(samples=samples, crop_hw=crop_hw, image_wh=(width, height), seed=seed)
             with tqdm(total=samples, desc="crops", unit="crop", disable=None) as bar:
-                shards = synth_lib.write_crop_dataset(dataset_dir, cfg, progress=lambda n: bar.update(n - bar.n))
+                shards = write_crop_dataset(dataset_dir, cfg, progress=lambda n: bar.update(n - bar.n))
             click.echo(f"{samples} crops in {len(shards)} shards in {dataset_dir} (index.json)")
             return
         if detection_dir is not None:
@@ -63,10 +64,13 @@ def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_di
             fail(f"{out}: the video must be an .mp4 file")
         if not out_path.parent.is_dir():
             fail(f"{out_path.parent}: folder not found")
-        cfg = synth_lib.SceneConfig(width=width, height=height, frames=frames, people=people, seed=seed, fps=fps, focal=focal)
+        from train.synthetic.clip import write_scene_video
+        from train.synthetic.scene import SceneConfig
+
+        cfg = SceneConfig(width=width, height=height, frames=frames, people=people, seed=seed, fps=fps, focal=focal)
         with tqdm(total=frames, desc="frames", unit="frame", disable=None) as bar:
-            video, npz = synth_lib.write_scene_video(out_path, cfg, progress=lambda n: bar.update(n - bar.n))
+            video, npz = write_scene_video(out_path, cfg, progress=lambda n: bar.update(n - bar.n))
         click.echo(f"{video} ({frames} frames, {width}x{height}, {people} people) and ground truth {npz}")
-    except (RendererUnavailable, assets.AssetError) as e:
+    except (RendererUnavailable, assets.AssetError, OSError) as e:  # OSError: an output that cannot be written
         fail(str(e), 1)
 

@@ -57,7 +57,8 @@ def _frames(path):
 @pytest.fixture(scope="module")
 def synth_clip(tmp_path_factory, assets_dir):
     """2 people, 6 frames, 320x240, with the ground truth npz beside it."""
-    from train.synthetic.scene import SceneConfig, write_scene_video
+    from train.synthetic.clip import write_scene_video
+    from train.synthetic.scene import SceneConfig
 
     out = tmp_path_factory.mktemp("synth") / "clip.mp4"
     try:
@@ -121,7 +122,7 @@ def test_crop_batches_several_frames_in_one_call(street):
 def test_pose_recovers_the_full_image_translation():
     """cam_crop from the synthetic ground truth -> pose -> the camera translation and vertices back."""
     from realtime.pose import pose
-    from train.synthetic.scene import cam_full_to_crop
+    from train.synthetic.camera import cam_full_to_crop
     from realtime.types import Crops, MeshPred
     from train.geometry import full_image_focal
 
@@ -395,7 +396,8 @@ def test_demo_weights_recover_synthetic_people(tmp_path, assets_dir):
 
     if not (DEMO_DIR / "mega.pt").is_file():
         pytest.skip(f"demo weights not installed in {DEMO_DIR} (train/train_demo_weights.sh)")
-    from train.synthetic.scene import SceneConfig, write_scene_video
+    from train.synthetic.clip import write_scene_video
+    from train.synthetic.scene import SceneConfig
 
     video, npz = write_scene_video(tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0))
     _cli(["video", video, "--out", tmp_path / "p.mp4", "--boxes", npz, "--threads", "2", "--no-progress"], expect=0)
@@ -414,7 +416,8 @@ def test_demo_detector_finds_and_recovers_synthetic_people(tmp_path, assets_dir)
     # detector) knows synthetic people only; on the 3-person, 60-frame clip of seed 21 it measured
     # recall 0.95, precision 0.96 with the session-2 MEGA; here, with the session-8 MEGA, recall 1.0, 91.3 mm.
     from realtime.score import score_results
-    from train.synthetic.scene import SceneConfig, write_scene_video
+    from train.synthetic.clip import write_scene_video
+    from train.synthetic.scene import SceneConfig
     from train.demo import DEMO_DIR
 
     detector = DEMO_DIR / "detector.pt"

@@ -32,7 +32,8 @@ MIN_VIS = 0.15  # BoxesDetector's default: people less visible than this are not
 @pytest.fixture(scope="module")
 def gt_clip(tmp_path_factory, assets_dir):
     """3 people, 30 frames, 320x240: (video, ground-truth npz)."""
-    from train.synthetic.scene import SceneConfig, write_scene_video
+    from train.synthetic.clip import write_scene_video
+    from train.synthetic.scene import SceneConfig
 
     out = tmp_path_factory.mktemp("track") / "clip.mp4"
     try:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from train.synthetic import body as body_lib
+from train.synthetic.poses import sample_poses, sample_shapes
 from train.geometry import axis_angle_to_matrix
 
 
@@ -39,8 +40,8 @@ def write_crop_fixture(folder, rig, count=6, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     body = body_lib.SyntheticBody(rig)
-    pose, _ = body_lib.sample_poses(count, gen)
-    verts = body.pose(pose, torch.zeros(count, 3), body_lib.sample_shapes(count, gen)).verts
+    pose, _ = sample_poses(count, gen)
+    verts = body.pose(pose, torch.zeros(count, 3), sample_shapes(count, gen)).verts
     verts = (verts - verts.mean(1, keepdim=True)).numpy()
     rng = np.random.default_rng(seed)
     rot = axis_angle_to_matrix(torch.from_numpy(rng.normal(0, 0.3, (count, 3))).float() + torch.tensor([np.pi, 0, 0])).numpy()

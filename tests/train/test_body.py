@@ -1,4 +1,5 @@
-"""The synthetic body (train/synthetic/body.py): rig derived from the shared assets, LBS, shape, pose prior."""
+"""The synthetic body (train/synthetic/body.py: rig derived from the shared assets, LBS, shape, joint limits)
+and its pose prior (train/synthetic/poses.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from train.synthetic import body as B
+from train.synthetic import poses as P
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,17 @@ def test_rig_is_cached_by_asset_hash(assets_dir, rig):
         np.testing.assert_array_equal(getattr(again, field), getattr(rig, field))
 
 
+def test_rig_cache_is_written_whole(assets_dir, rig, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEGA_RT_CACHE", str(tmp_path))
+    derived = B.load_rig(assets_dir)
+    folder = tmp_path / "body"
+    assert [p.name for p in folder.iterdir()] == [p.name for p in folder.glob(f"rig-v{B.RIG_VERSION}-*.npz")]  # no temp file left
+    assert len(list(folder.iterdir())) == 1
+    with np.load(next(folder.iterdir())) as z:
+        assert sorted(z.files) == sorted(B.BodyRig.__dataclass_fields__)
+        np.testing.assert_array_equal(z["skin_weights"], derived.skin_weights)
+
+
 def test_zero_pose_and_neutral_shape_return_the_template_exactly(model):
     zeros = torch.zeros(3, 23, 3)
     for shape in (None, torch.zeros(3, B.NUM_SHAPE)):
@@ -78,7 +91,7 @@ def _edges(rig):
 
 
 def test_lbs_keeps_rigid_segment_edge_lengths_within_2_percent(model, rig):
-    pose, _ = B.sample_poses(48, torch.Generator().manual_seed(0))
+    pose, _ = P.sample_poses(48, torch.Generator().manual_seed(0))
     verts = model.pose(pose, torch.zeros(48, 3)).verts
     e = _edges(rig)
     part = torch.from_numpy(rig.vertex_part)
@@ -155,25 +168,25 @@ def test_limits_are_one_sided_for_hinges_and_mirrored_left_right():
 
 
 def test_sampler_respects_joint_limits_and_is_seeded():
-    for kind in B.POSE_KINDS:
-        pose, kinds = B.sample_poses(256, torch.Generator().manual_seed(7), (kind,))
+    for kind in P.POSE_KINDS:
+        pose, kinds = P.sample_poses(256, torch.Generator().manual_seed(7), (kind,))
         assert set(kinds) == {kind}
         assert B.within_limits(pose).all(), kind
-    a, ka = B.sample_poses(32, torch.Generator().manual_seed(3))
-    b, kb = B.sample_poses(32, torch.Generator().manual_seed(3))
-    c, _ = B.sample_poses(32, torch.Generator().manual_seed(4))
+    a, ka = P.sample_poses(32, torch.Generator().manual_seed(3))
+    b, kb = P.sample_poses(32, torch.Generator().manual_seed(3))
+    c, _ = P.sample_poses(32, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and ka == kb and not torch.equal(a, c)
-    assert set(ka) == set(B.POSE_KINDS)
+    assert set(ka) == set(P.POSE_KINDS)
 
 
 def test_sampled_archetypes_look_like_their_names(model):
     j = B.JOINT_NAMES.index
     gen = torch.Generator().manual_seed(5)
-    sit, _ = B.sample_poses(64, gen, ("sitting",))
+    sit, _ = P.sample_poses(64, gen, ("sitting",))
     out = model.pose(sit, torch.zeros(64, 3)).joints
     # sitting: thighs roughly horizontal (knee near hip height), shins hanging down
     assert ((out[:, j("left_knee"), 1] - out[:, j("left_hip"), 1]).abs() < 0.2).float().mean() > 0.9
-    reach, _ = B.sample_poses(64, gen, ("reaching",))
+    reach, _ = P.sample_poses(64, gen, ("reaching",))
     out = model.pose(reach, torch.zeros(64, 3)).joints
     raised = torch.maximum(out[:, j("left_wrist"), 1], out[:, j("right_wrist"), 1]) > model.joints_rest[j("spine3"), 1]
     assert raised.float().mean() > 0.6  # a hand above the chest in most reaching poses
@@ -181,8 +194,8 @@ def test_sampled_archetypes_look_like_their_names(model):
 
 def test_motion_sequences_are_smooth_and_within_limits():
     gen = torch.Generator().manual_seed(11)
-    gesture = B.gesture_sequence(120, gen)
-    walk, phase = B.walking_sequence(120, gen, fps=30.0, speed=1.3)
+    gesture = P.gesture_sequence(120, gen)
+    walk, phase = P.walking_sequence(120, gen, fps=30.0, speed=1.3)
     # radians per frame at 30 fps: a knee in swing turns ~350 deg/s, a gesture far slower
     for seq, max_step in ((gesture, 0.08), (walk, 0.25)):
         assert seq.shape == (120, 23, 3) and B.within_limits(seq).all()
@@ -195,10 +208,10 @@ def test_motion_sequences_are_smooth_and_within_limits():
 
 def test_bspline_stays_inside_its_keyframes():
     keys = torch.rand(12, 5, generator=torch.Generator().manual_seed(0))
-    frames = B.bspline_interpolate(keys, 80, 10)
+    frames = P.bspline_interpolate(keys, 80, 10)
     assert (frames >= keys.min(0).values - 1e-6).all() and (frames <= keys.max(0).values + 1e-6).all()
     with pytest.raises(ValueError):
-        B.bspline_interpolate(keys[:5], 80, 10)
+        P.bspline_interpolate(keys[:5], 80, 10)
 
 
 def test_symmetry_map_pairs_left_with_right(rig):

@@ -14,12 +14,13 @@ import torch
 
 from train.render import Camera, MeshRenderer, RendererConfig, RendererUnavailable
 from train.synthetic import body as B
+from train.synthetic.poses import walking_pose
 from train.geometry import axis_angle_to_matrix, project
 
 
 def person_cam(model, yaw=0.5, at=(0.0, 0.0, 2.8), phase=1.0):
     """A walking pose, turned by `yaw`, upright in the OpenCV camera frame, pelvis at `at` (metres)."""
-    pose = B.walking_pose(torch.tensor([phase]))
+    pose = walking_pose(torch.tensor([phase]))
     out = model.pose(pose, torch.tensor([[0.0, yaw, 0.0]]))
     to_cam = axis_angle_to_matrix(torch.tensor([math.pi, 0.0, 0.0]))  # body y up -> camera y down
     return ((out.verts[0] - out.joints[0, 0]) @ to_cam.T + torch.tensor(at)).numpy()

@@ -1,4 +1,4 @@
-"""Synthetic scenes and crops (train/synthetic/scene.py) and the `mega-rt synth` command."""
+"""Synthetic scenes, clips and crop shards (train/synthetic/) and the `mega-rt synth` command."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from train.synthetic import scene as S
 from realtime.cli import main
+from train.data.crops import CropShards
+from train.data.joints import synthetic_joint_regressor
+from train.geometry import cam_crop_to_full, default_focal, project
 from train.render import Camera
 from train.synthetic import body as B
-from train.geometry import cam_crop_to_full, project
+from train.synthetic import camera as C
+from train.synthetic import crops
+from train.synthetic import scene as S
+from train.synthetic.appearance import clothing_colors
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,7 @@ def test_ground_truth_arrays_and_metadata(video, model):
     assert gt["cam_t"].shape == (5, 2, 3) and gt["boxes_xyxy"].shape == (5, 2, 4) and gt["visibility"].shape == (5, 2)
     assert "faces" not in gt.files
     assert gt["image_size_wh"].tolist() == [192, 144] and float(gt["fps"]) == 30.0
-    focal = S.default_focal(192, 144)
+    focal = default_focal(192, 144)
     assert gt["focal"].tolist() == pytest.approx([focal, focal]) and gt["principal"].tolist() == [96.0, 72.0]
     # verts_cam = verts_canonical @ R^T + cam_t, with the canonical mesh re-posed from the stored parameters
     f, k = 3, 1
@@ -97,7 +102,7 @@ def test_ground_truth_box_equals_rendered_alpha_box(model, renderer):
 
 
 def test_visibility_drops_for_the_person_behind(model, renderer):
-    rig = S.place_camera(320, 240, 400.0, 1.6)
+    rig = C.place_camera(320, 240, 400.0, 1.6)
     pose = torch.zeros(2, 23, 3)
     orient = torch.tensor([[0.0, 3.14159, 0.0], [0.0, 3.14159, 0.0]])
     position = np.array([[0.0, rig.near_m], [0.1, rig.near_m + 2.0]])
@@ -116,8 +121,8 @@ def test_cam_full_to_crop_inverts_cam_crop_to_full():
     center = torch.rand(16, 2, generator=gen) * 600
     size = torch.rand(16, generator=gen) * 300 + 50
     wh = torch.tensor([[1280.0, 720.0]]).expand(16, 2)
-    focal = S.default_focal(1280, 720)
-    crop = S.cam_full_to_crop(cam_t, center, size, wh, focal)
+    focal = default_focal(1280, 720)
+    crop = C.cam_full_to_crop(cam_t, center, size, wh, focal)
     torch.testing.assert_close(cam_crop_to_full(crop, center, size, wh, focal), cam_t, rtol=1e-5, atol=1e-4)
 
 
@@ -125,8 +130,8 @@ def test_cam_full_to_crop_inverts_cam_crop_to_full():
 def test_crop_dataset_shards_are_consistent(tmp_path, model, renderer, crop_hw):
     import cv2
 
-    cfg = S.CropDatasetConfig(samples=3, crop_hw=crop_hw, shard_size=2, seed=5, occluder_prob=0.0, msaa=0)
-    shards = S.write_crop_dataset(tmp_path, cfg, model)
+    cfg = crops.CropDatasetConfig(samples=3, crop_hw=crop_hw, shard_size=2, seed=5, occluder_prob=0.0, msaa=0)
+    shards = crops.write_crop_dataset(tmp_path, cfg, model)
     index = json.loads((tmp_path / "index.json").read_text())
     assert [e["samples"] for e in index["shards"]] == [2, 1] and index["crop_hw"] == list(crop_hw)
     d = np.load(shards[0])
@@ -138,7 +143,7 @@ def test_crop_dataset_shards_are_consistent(tmp_path, model, renderer, crop_hw):
     w, h = d["img_size_wh"][0]
     for i in range(2):
         # the mesh, placed by the stored rotation and camera, projects onto the person in the crop
-        cam = S.crop_camera(Camera.centred(int(w), int(h), float(d["focal_full"][i])), d["box_center"][i], float(d["box_size"][i]), crop_hw)
+        cam = C.crop_camera(Camera.centred(int(w), int(h), float(d["focal_full"][i])), d["box_center"][i], float(d["box_size"][i]), crop_hw)
         verts_cam = d["verts_canonical"][i] @ d["rotmat"][i].T + d["cam_t_full"][i]
         uv = project(torch.from_numpy(verts_cam)[None], torch.tensor([cam.fx, cam.fy]), torch.tensor([cam.cx, cam.cy]))[0]
         uv = np.rint(uv.numpy()).astype(int)
@@ -146,6 +151,55 @@ def test_crop_dataset_shards_are_consistent(tmp_path, model, renderer, crop_hw):
         assert inside.mean() > 0.95  # the crop holds the person
         mask = cv2.dilate(d["masks"][i], np.ones((3, 3), np.uint8)).astype(bool)
         assert mask[uv[inside, 1], uv[inside, 0]].all()
+
+
+def test_crop_reader_reads_the_shards_the_writer_writes(tmp_path, model, renderer, assets_dir):
+    import train.data.crops as reader
+
+    assert reader.FORMAT is crops.FORMAT  # one definition of the layout, imported by the reader
+    cfg = crops.CropDatasetConfig(samples=3, shard_size=2, seed=2, occluder_prob=0.0, msaa=0)
+    crops.write_crop_dataset(tmp_path, cfg, model)
+    assert json.loads((tmp_path / crops.INDEX_FILE).read_text())["format"] == crops.FORMAT
+    assert not list(tmp_path.glob(".*"))  # temp files renamed
+    shards = CropShards(tmp_path, synthetic_joint_regressor(assets_dir).numpy())
+    assert len(shards) == 3
+    with np.load(tmp_path / crops.SHARD_FILE.format(1)) as written:
+        assert sorted(written.files) == sorted(crops.SHARD_ARRAYS)
+        sample = shards.raw(2)  # the first sample of the second shard
+        assert np.array_equal(sample.image, written["images"][0])
+        assert np.array_equal(sample.verts_canonical, written["verts_canonical"][0])
+        assert np.array_equal(sample.rotmat, written["rotmat"][0])
+
+
+def test_crop_reader_refuses_a_shard_without_an_array_of_the_layout(tmp_path, model, renderer, assets_dir):
+    from train.data.crops import DatasetError
+
+    crops.write_crop_dataset(tmp_path, crops.CropDatasetConfig(samples=1, seed=2, occluder_prob=0.0, msaa=0), model)
+    shard = tmp_path / crops.SHARD_FILE.format(0)
+    with np.load(shard) as z:
+        arrays = {name: z[name] for name in z.files if name != "cam_t_full"}
+    np.savez(shard, **arrays)
+    with pytest.raises(DatasetError, match="lacks cam_t_full"):
+        CropShards(tmp_path, synthetic_joint_regressor(assets_dir).numpy())
+
+
+def test_clip_streamed_in_slices_matches_one_slice(tmp_path, model, renderer):
+    from train.data.npz import open_npz
+    from train.synthetic.clip import write_scene_video
+
+    cfg = S.SceneConfig(width=96, height=64, frames=7, people=2, seed=5, msaa=0)
+    _, whole = write_scene_video(tmp_path / "whole.mp4", cfg, model)
+    _, sliced = write_scene_video(tmp_path / "sliced.mp4", cfg, model, chunk_frames=3)
+    a, b = np.load(whole), np.load(sliced)
+    assert a.files == b.files and a["verts_cam"].shape == (7, 2, B.NUM_VERTS, 3)
+    for name in a.files:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
+    # the streamed member is a plain .npy in the zip: the training reader memory-maps it
+    np.testing.assert_array_equal(open_npz(sliced)["verts_cam"], b["verts_cam"])
+    # and it is the scene posed in one go
+    plan = S.plan_scene(cfg, model)
+    np.testing.assert_allclose(S.pose_frames(plan, model).verts_cam, a["verts_cam"], atol=1e-5)
+    assert not list(tmp_path.glob(".*"))
 
 
 def test_cli_dataset_mode_writes_shards(tmp_path, renderer):
@@ -178,6 +232,14 @@ def test_cli_bad_input_is_a_one_line_error(args, message, tmp_path, monkeypatch)
     assert not (tmp_path / "d").exists()
 
 
+def test_cli_unwritable_output_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(main, ["synth", "--dataset", str(blocker / "crops"), "--samples", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert str(blocker / "crops") in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_scene_plan_is_plausible(model):
     cfg = S.SceneConfig(width=320, height=180, frames=40, people=4, seed=2)
     plan = S.plan_scene(cfg, model)
@@ -199,8 +261,8 @@ def test_scene_plan_is_plausible(model):
 
 def test_people_look_different_from_the_front_and_from_behind(model):
     # Why: a person whose front looks like their back cannot tell a network which way the body faces
-    # (the first demo weights were ~80 degrees off for that reason, with plain one-colour shirts; with only
-    # a face, a neckline and toe caps the demo backbone still swapped left and right half the time). Each
+    # (with plain one-colour shirts a model trained on the renders is ~80 degrees off in rotation; with only
+    # a face, a neckline and toe caps the demo backbone swaps left and right half the time). Each
     # front shirt vertex is compared with its mirror image behind the body (nearest vertex to the point
     # reflected through the spine's frontal plane); the face must have eyes, the back of the head not.
     verts = model.verts_template
@@ -218,7 +280,7 @@ def test_people_look_different_from_the_front_and_from_behind(model):
     head_back = head & (verts[:, 2] < joints[idx["head"], 2] - 0.03).numpy()
     eye = np.array([0.05, 0.04, 0.04], np.float32)
     for seed in range(12):
-        colours = S.clothing_colors(model, np.random.default_rng(seed))
+        colours = clothing_colors(model, np.random.default_rng(seed))
         differs = np.abs(colours[front.numpy()] - colours[partner]).max(-1) > 0.1
         # the back panel: ~30 % of the upper torso (0 with plain shirts, ~2 % with the neckline alone)
         assert differs.mean() > 0.2, (seed, differs.mean())

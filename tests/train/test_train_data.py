@@ -102,7 +102,7 @@ def test_crop_reader_reads_every_shard_and_projects_keypoints(tmp_path, rig, reg
 
 
 def test_crop_reader_reads_what_the_synth_writer_writes(tmp_path, regressor):
-    synth = pytest.importorskip("train.synthetic.scene")
+    synth = pytest.importorskip("train.synthetic.crops")
     from train.render import RendererUnavailable
 
     try:

@@ -1,4 +1,5 @@
-"""Reader of the synthetic crop datasets that `mega-rt synth --dataset DIR` writes (train/synthetic/scene.py).
+"""Reader of the synthetic crop datasets that `mega-rt synth --dataset DIR` writes (train/synthetic/crops.py,
+which defines the layout and its FORMAT).
 
 Layout: DIR/index.json (format, shards, conventions) and DIR/shard-*.npz (uncompressed, memory-mapped
 here). Per sample: images (H,W,3) uint8 RGB, verts_canonical (6890,3), rotmat (3,3), cam_t_full (3,),
@@ -16,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data.npz import open_npz
-
-FORMAT = "mega-rt-synth-crops/1"  # train.synthetic.scene.DATASET_FORMAT (train/ cannot import realtime/)
+from train.synthetic.crops import FORMAT, INDEX_FILE, SHARD_ARRAYS
 
 
 class DatasetError(ValueError):
@@ -42,9 +42,9 @@ class CropShards:
 
     def __init__(self, folder: str | Path, joint_regressor: np.ndarray):
         self.folder = Path(folder)
-        index_path = self.folder / "index.json"
+        index_path = self.folder / INDEX_FILE
         if not index_path.is_file():
-            raise DatasetError(f"{self.folder}: no index.json — not a crop dataset (write one with `mega-rt synth --dataset {self.folder}`)")
+            raise DatasetError(f"{self.folder}: no {INDEX_FILE} — not a crop dataset (write one with `mega-rt synth --dataset {self.folder}`)")
         index = json.loads(index_path.read_text())
         if index.get("format") != FORMAT:
             raise DatasetError(f"{index_path}: format {index.get('format')!r}, expected {FORMAT!r} (regenerate with `mega-rt synth --dataset`)")
@@ -53,10 +53,13 @@ class CropShards:
         for entry in index["shards"]:
             path = self.folder / entry["file"]
             if not path.is_file():
-                raise DatasetError(f"{path}: shard listed in index.json is missing (regenerate the dataset)")
+                raise DatasetError(f"{path}: shard listed in {INDEX_FILE} is missing (regenerate the dataset)")
             arrays = open_npz(path)
+            missing = [name for name in SHARD_ARRAYS if name not in arrays]
+            if missing:
+                raise DatasetError(f"{path}: shard lacks {', '.join(missing)} (regenerate the dataset with `mega-rt synth --dataset`)")
             if len(arrays["images"]) != entry["samples"]:
-                raise DatasetError(f"{path}: {len(arrays['images'])} samples, index.json says {entry['samples']}")
+                raise DatasetError(f"{path}: {len(arrays['images'])} samples, {INDEX_FILE} says {entry['samples']}")
             self.shards.append(arrays)
             self.starts.append(self.starts[-1] + entry["samples"])
         self.regressor = np.asarray(joint_regressor, np.float32)

@@ -25,13 +25,14 @@ class SyntheticMeshes:
     name = "synthetic"
 
     def __init__(self, count: int, seed: int, body=None):
-        from train.synthetic import body as body_lib
+        from train.synthetic.body import SyntheticBody
+        from train.synthetic.poses import sample_poses, sample_shapes
 
         gen = torch.Generator().manual_seed(seed)
-        self.body = body if body is not None else body_lib.SyntheticBody()
-        chunks = [body_lib.sample_poses(min(4096, count - s), gen)[0] for s in range(0, count, 4096)]
+        self.body = body if body is not None else SyntheticBody()
+        chunks = [sample_poses(min(4096, count - s), gen)[0] for s in range(0, count, 4096)]
         self.body_pose = torch.cat(chunks)
-        self.shape = body_lib.sample_shapes(count, gen)
+        self.shape = sample_shapes(count, gen)
 
     def __len__(self) -> int:
         return len(self.body_pose)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from train.io import atomic_write
+
 TILE_W, TILE_H = 240, 320
 
 
@@ -22,18 +24,18 @@ def pose_tiles(body, renderer, seed: int) -> list[np.ndarray]:
     import cv2
     import torch
 
-    from train.render import Camera
-    from train.synthetic.scene import clothing_colors
-    from train.synthetic import body as body_lib
     from train.geometry import axis_angle_to_matrix
+    from train.render import Camera
+    from train.synthetic.appearance import clothing_colors
+    from train.synthetic.poses import POSE_KINDS, sample_poses, sample_shapes
 
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    kinds = [k for k in body_lib.POSE_KINDS for _ in range(4)]
+    kinds = [k for k in POSE_KINDS for _ in range(4)]
     tiles = []
     for kind in kinds:
-        pose, _ = body_lib.sample_poses(1, gen, (kind,))
-        shape = body_lib.sample_shapes(1, gen)
+        pose, _ = sample_poses(1, gen, (kind,))
+        shape = sample_shapes(1, gen)
         yaw = math.radians(rng.uniform(-50, 50))
         posed = body.pose(pose, torch.tensor([[0.0, yaw, 0.0]]), shape)
         to_cam = axis_angle_to_matrix(torch.tensor([math.pi, 0.0, 0.0]))  # body y up -> camera y down, facing us
@@ -54,17 +56,16 @@ def pose_tiles(body, renderer, seed: int) -> list[np.ndarray]:
 def scene_frame(body, seed: int) -> np.ndarray:
     import cv2
 
-    from train.synthetic import scene as synth
     from train.render import MeshRenderer, RendererConfig
+    from train.synthetic.scene import SceneConfig, plan_scene, pose_frames, render_scene
 
-    cfg = synth.SceneConfig(width=1280, height=720, frames=1, people=3, seed=seed)
-    plan = synth.plan_scene(cfg, body)
-    truth = synth.pose_people(plan.body_pose[0], plan.global_orient[0], plan.shape, plan.position[0], plan.rig, body)
+    cfg = SceneConfig(width=1280, height=720, frames=1, people=3, seed=seed)
+    plan = plan_scene(cfg, body)
+    truth = pose_frames(plan, body)
     with MeshRenderer(body.faces, RendererConfig(samples=cfg.msaa)) as renderer:
-        res = renderer.render(truth.verts_cam, plan.rig.camera, plan.colors, plan.background)
-    visibility = synth.visible_fraction(truth.verts_cam, res.mask, res.depth, plan.rig.camera)
-    frame = np.ascontiguousarray(res.image)
-    for box, vis in zip(truth.boxes_xyxy, visibility):
+        image, visibility = next(render_scene(plan, truth, renderer))
+    frame = np.ascontiguousarray(image)
+    for box, vis in zip(truth.boxes_xyxy[0], visibility):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         cv2.rectangle(frame, (x0, y0), (x1, y1), (255, 60, 60), 2)
         cv2.putText(frame, f"vis {vis:.2f}", (x0, max(y0 - 6, 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 60, 60), 2, cv2.LINE_AA)
@@ -97,8 +98,12 @@ def main(argv=None) -> int:
     if not args.out.parent.is_dir():
         parser.error(f"{args.out.parent}: folder not found")
     sheet = contact_sheet(args.seed)
-    if not cv2.imwrite(str(args.out), sheet[..., ::-1]):
-        parser.error(f"{args.out}: could not write the PNG")
+    try:
+        with atomic_write(args.out) as tmp:
+            if not cv2.imwrite(str(tmp), sheet[..., ::-1]):
+                raise OSError
+    except OSError:
+        parser.error(f"{args.out}: could not write the PNG (is the name a .png in a writable folder?)")
     print(f"{args.out}: {sheet.shape[1]}x{sheet.shape[0]}")
     return 0
 

@@ -17,12 +17,13 @@ from other seeds than the training ones.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from train.io import atomic_write, write_json_atomic, write_text_atomic
 
 FORMAT = "mega-rt-synth-detection/1"
 
@@ -64,14 +65,13 @@ def _scene_seed(seed: int, split: str, i: int) -> int:
 def write_detection_dataset(out_dir: str | os.PathLike, cfg: DetectionDatasetConfig, body=None, progress=None) -> dict:
     """Render the images and labels; returns the index written to `out_dir/index.json`."""
     import cv2
-    from dataclasses import asdict
 
     from train.render import MeshRenderer, RendererConfig
-    from train.synthetic.scene import PeopleTruth, SceneConfig, plan_scene, pose_people, render_scene
-    from train.synthetic import body as body_lib
+    from train.synthetic.body import SyntheticBody
+    from train.synthetic.scene import SceneConfig, plan_scene, pose_frames, render_scene
 
     out_dir = Path(out_dir)
-    body = body or body_lib.SyntheticBody()
+    body = body or SyntheticBody()
     w, h = cfg.image_wh
     counts, done = {"train": 0, "val": 0, "people": 0}, 0
     with MeshRenderer(body.faces, RendererConfig(samples=cfg.msaa)) as renderer:
@@ -82,17 +82,14 @@ def write_detection_dataset(out_dir: str | os.PathLike, cfg: DetectionDatasetCon
                 seed = _scene_seed(cfg.seed, split, i)
                 people = 1 + int(np.random.default_rng(seed).integers(cfg.max_people))
                 plan = plan_scene(SceneConfig(width=w, height=h, frames=1, people=people, seed=seed, msaa=cfg.msaa), body)
-                truth = pose_people(plan.body_pose[0], plan.global_orient[0], plan.shape, plan.position[0], plan.rig, body)
-                truth = PeopleTruth(**{k: a[None] for k, a in asdict(truth).items()})
+                truth = pose_frames(plan, body)
                 image, visibility = next(render_scene(plan, truth, renderer))
                 lines = yolo_label_lines(truth.boxes_xyxy[0], visibility, (w, h), cfg.min_visibility, cfg.min_box_px)
                 stem = f"{i:06d}"
-                image_path = out_dir / "images" / split / f"{stem}.jpg"
-                tmp = image_path.with_name(f".{stem}.partial.jpg")
-                if not cv2.imwrite(str(tmp), np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92]):
-                    raise OSError(f"{tmp}: cannot write the image")
-                os.replace(tmp, image_path)
-                (out_dir / "labels" / split / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
+                with atomic_write(out_dir / "images" / split / f"{stem}.jpg") as tmp:
+                    if not cv2.imwrite(str(tmp), np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92]):
+                        raise OSError(f"{tmp}: cannot write the image")
+                write_text_atomic(out_dir / "labels" / split / f"{stem}.txt", "".join(line + "\n" for line in lines))
                 counts[split] += 1
                 counts["people"] += len(lines)
                 done += 1
@@ -101,7 +98,5 @@ def write_detection_dataset(out_dir: str | os.PathLike, cfg: DetectionDatasetCon
     index = {"format": FORMAT, "image_wh": [w, h], "seed": cfg.seed, "max_people": cfg.max_people,
              "images": {"train": counts["train"], "val": counts["val"]}, "labelled_people": counts["people"],
              "classes": ["person"]}  # fmt: skip
-    tmp = out_dir / ".index.partial.json"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out_dir / "index.json")
+    write_json_atomic(out_dir / "index.json", index)
     return index
