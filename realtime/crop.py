@@ -81,5 +81,5 @@ class Cropper:
         out = out.view(f, 3, hs, k_max, ws).permute(0, 3, 1, 2, 4)[slot, rank]  # (N,3,hs,ws)
         if ss > 1:
             out = F.avg_pool2d(out, ss)
-        crops = (out.flip(1) / 255.0 - self.mean) / self.std  # BGR -> RGB
-        return Crops(crops.contiguous(), center, size, slot, wh)
+        images = (out.flip(1) / 255.0 - self.mean) / self.std  # BGR -> RGB
+        return Crops(images.contiguous(), center, size, slot, wh)

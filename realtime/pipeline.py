@@ -106,6 +106,7 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
     from realtime.pose import pose
     from realtime.sinks import MeshExportSink, Mp4Sink, ResultsSink, WindowSink
     from realtime.smooth import OneEuroSmoother
+    from train.geometry import default_focal
 
     timer = timer or Timer()
     spec = regressor.spec
@@ -114,7 +115,7 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
     sinks = []
     summary = Summary()
     meta = dict(fps=np.float32(source.fps), image_size_wh=np.array([source.width, source.height], np.int32), source=str(opts.source),
-                focal=np.float32(1000.0 / 224.0 * max(source.width, source.height) * spec.crop_focal / 1000.0), samples=np.int32(regressor.samples), steps=np.int32(regressor.runner.steps if regressor.stochastic else 0), **opts.meta)  # fmt: skip
+                focal=np.float32(default_focal(source.width, source.height, spec.crop_focal)), samples=np.int32(regressor.samples), steps=np.int32(regressor.runner.steps if regressor.stochastic else 0), **opts.meta)  # fmt: skip
     try:
         if opts.out:
             sinks.append(Mp4Sink(opts.out, source.fps, (source.width, source.height)))
@@ -124,7 +125,7 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
             sinks.append(MeshExportSink(opts.export_dir, faces, opts.export_format))
         if opts.show:
             sinks.append(WindowSink())
-    except Exception:
+    except BaseException:  # a later sink failed to open: remove the temporary files of the earlier ones
         for s in sinks:
             s.close(False)
         raise

@@ -39,7 +39,7 @@ class Detections:
 class Crops:
     """All people of a batch of frames, warped to the backbone's input and normalised."""
 
-    crops: torch.Tensor  # (N,3,h,w) float32, normalised as the backbone declares
+    images: torch.Tensor  # (N,3,h,w) float32, normalised as the backbone declares
     box_center: torch.Tensor  # (N,2) pixels: centre of the crop box
     box_size: torch.Tensor  # (N,) pixels: side of the crop box along the crop's height
     frame_slot: torch.Tensor  # (N,) int64: which frame of the batch

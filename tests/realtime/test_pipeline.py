@@ -92,7 +92,7 @@ def test_crop_matches_the_training_warp(street):
     for i in range(3):
         ref = warp_crop(frame[..., ::-1], centers[i].numpy(), float(sizes[i]), (96, 64), Augmentation())
         ref = normalise_image(ref, MEAN, STD)
-        err = np.abs(crops.crops[i].numpy() - ref)
+        err = np.abs(crops.images[i].numpy() - ref)
         assert np.median(err) < 0.02 and err.mean() < 0.05, (i, err.mean())
 
 
@@ -113,9 +113,9 @@ def test_crop_batches_several_frames_in_one_call(street):
     ]
     cropper = Cropper((64, 64), MEAN, STD)
     batched = cropper(cropper.frames_to_tensor(frames), dets)
-    assert batched.crops.shape == (3, 3, 64, 64) and batched.frame_slot.tolist() == [0, 2, 2]
-    alone = torch.cat([cropper(cropper.frames_to_tensor([frames[0]]), [dets[0]]).crops, cropper(cropper.frames_to_tensor([frames[2]]), [dets[2]]).crops])
-    torch.testing.assert_close(batched.crops, alone)
+    assert batched.images.shape == (3, 3, 64, 64) and batched.frame_slot.tolist() == [0, 2, 2]
+    alone = torch.cat([cropper(cropper.frames_to_tensor([frames[0]]), [dets[0]]).images, cropper(cropper.frames_to_tensor([frames[2]]), [dets[2]]).images])
+    torch.testing.assert_close(batched.images, alone)
 
 
 def test_pose_recovers_the_full_image_translation():
@@ -151,10 +151,10 @@ def test_smoother_reduces_jitter_and_follows_variance():
     raw, out_plain, out_aware = [], [], []
     for f in range(60):
         noisy = base + 0.01 * torch.randn(1, 20, 3, generator=g)
-        cam = torch.tensor([[0.0, 0.0, 5.0]])
+        cam_t = torch.tensor([[0.0, 0.0, 5.0]])
         raw.append(noisy)
-        out_plain.append(plain(f, torch.tensor([7]), noisy + cam[:, None], cam)[0] - cam[:, None])
-        out_aware.append(aware(f, torch.tensor([7]), noisy + cam[:, None], cam, std)[0] - cam[:, None])
+        out_plain.append(plain(f, torch.tensor([7]), noisy + cam_t[:, None], cam_t)[0] - cam_t[:, None])
+        out_aware.append(aware(f, torch.tensor([7]), noisy + cam_t[:, None], cam_t, std)[0] - cam_t[:, None])
     jitter = lambda xs, sl: torch.stack(xs[10:])[:, :, sl].diff(dim=0).abs().mean()  # noqa: E731
     assert jitter(out_plain, slice(None)) < 0.6 * jitter(raw, slice(None))
     assert jitter(out_aware, slice(10, 20)) < 0.5 * jitter(out_aware, slice(0, 10))
@@ -387,10 +387,10 @@ def test_sigint_finalises_the_outputs(street, tmp_path):
 
 
 # ---- accuracy with the demo weights ----------------------------------------------------------------
-# The session-8 demo weights (`mega-rt eval hmr` on 300 synthetic test crops: det PVE 119.1 mm, the constant
-# mean mesh 266.2 mm, issue #4's target met) measure 87.5 mm here (2 walkers, 12 frames, ground-truth boxes;
-# the demo detector's boxes: 91.3 mm). The session-2 weights measured 395 mm. The bound leaves room for
-# platform differences and guards the pipeline (boxes, crops, camera, rotation, results) against regressions.
+# The demo weights (`mega-rt eval hmr` on 300 synthetic test crops: deterministic PVE 119.1 mm, the constant
+# mean mesh 266.2 mm) measure 87.5 mm here (2 walkers, 12 frames, ground-truth boxes; the demo detector's
+# boxes: 91.3 mm). The bound leaves room for platform differences and guards the pipeline (boxes, crops,
+# camera, rotation, results) against regressions.
 PVE_BOUND_MM = 130.0
 
 
@@ -417,7 +417,7 @@ def test_demo_detector_finds_and_recovers_synthetic_people(tmp_path, assets_dir)
     # The whole detector path (YOLO -> ByteTrack -> crops -> MEGA) on a clip it never saw, scored against
     # the ground truth by box matching. The detector (train/demo_weights/detector.pt, mega-rt train
     # detector) knows synthetic people only; on the 3-person, 60-frame clip of seed 21 it measured
-    # recall 0.95, precision 0.96 with the session-2 MEGA; here, with the session-8 MEGA, recall 1.0, 91.3 mm.
+    # recall 0.95, precision 0.96; here recall 1.0, 91.3 mm.
     from realtime.score import score_results
     from train.synthetic.scene import SceneConfig, write_scene_video
     from train.demo import DEMO_DIR
