@@ -80,8 +80,11 @@ class Cropper:
         ss = int(min(self.max_supersample, max(1, math.ceil(float(size_h.max()) / h / 1.5))))
         slot_h = np.repeat(np.arange(f), counts)
         rank_h = np.concatenate([np.arange(c) for c in counts])
-        # the per-person bookkeeping in one host -> device copy (slot and rank are exact in float32)
+        # the per-person bookkeeping in one host -> device copy (slot and rank are exact in float32); from
+        # pinned memory on CUDA, as a copy from pageable memory may wait for the work queued before it
         book = torch.from_numpy(np.concatenate([center_h, size_h[:, None], slot_h[:, None], rank_h[:, None]], 1).astype(np.float32))
+        if self.device.type == "cuda":
+            book = book.pin_memory()
         book = book.to(self.device, non_blocking=True)
         center, size = book[:, :2], book[:, 2]
         slot, rank = book[:, 3].long(), book[:, 4].long()
