@@ -6,12 +6,17 @@ outside the frame. All crops of all frames of a batch come from one `grid_sample
 are stacked (F,3,H,W) and each frame's crops are laid out side by side in its grid row. Shrinking a
 person of 400 px to a 128 px crop with bilinear sampling aliases; training pre-shrank with an area
 filter, so here the grid is supersampled `ss` times and average-pooled back (one more launch).
+
+Everything that decides shapes (crop boxes, supersampling factor, which frame and rank a person has) is
+computed on the host from the host-side boxes and sent to the device in one copy: nothing is read back.
+On CUDA the frames go through a ring of pinned host buffers and are copied on a side stream.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,13 +25,16 @@ from realtime.types import Crops, Detections
 BOX_SCALE = 1.2  # crop side / person extent: the middle of the training range (1.1, 1.35)
 
 
-def square_boxes(boxes_xyxy: torch.Tensor, input_hw: tuple[int, int], scale: float = BOX_SCALE) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K,4) -> centre (K,2) and size (K,): the box's height side of an input_hw-shaped box covering it."""
+def square_boxes(boxes_xyxy, input_hw: tuple[int, int], scale: float = BOX_SCALE):
+    """(K,4) -> centre (K,2) and size (K,): the box's height side of an input_hw-shaped box covering it.
+
+    numpy arrays (the pipeline: host-side boxes) or tensors alike."""
+    xp = torch if isinstance(boxes_xyxy, torch.Tensor) else np
     h, w = input_hw
-    x0, y0, x1, y1 = boxes_xyxy.unbind(-1)
-    center = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2], -1)
-    size = torch.maximum(y1 - y0, (x1 - x0) * (h / w)) * scale
-    return center, size.clamp(min=4.0)
+    x0, y0, x1, y1 = (boxes_xyxy[..., i] for i in range(4))
+    center = xp.stack([(x0 + x1) / 2, (y0 + y1) / 2], -1)
+    size = xp.maximum(y1 - y0, (x1 - x0) * (h / w)) * scale
+    return center, size.clip(min=4.0)
 
 
 class Cropper:
@@ -37,30 +45,49 @@ class Cropper:
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.box_scale = box_scale
         self.max_supersample = max_supersample
+        self._staging = PinnedFrames(self.device) if self.device.type == "cuda" else None
+        self._image_size: dict[tuple[int, int], torch.Tensor] = {}
 
     def frames_to_tensor(self, images_bgr) -> torch.Tensor:
         """list of (H,W,3) uint8 BGR -> (F,3,H,W) float32 BGR in [0, 255] on the device.
 
         The permuted view is channels_last, so the float copy is one contiguous pass; BGR -> RGB happens
-        on the small crops instead of the frames."""
-        import numpy as np
-
-        stacked = torch.from_numpy(np.stack(images_bgr)).to(self.device, non_blocking=True)
+        on the small crops instead of the frames. On a CPU the stacked frames are used where they are."""
+        if self._staging is not None:
+            stacked = self._staging(images_bgr)
+        else:
+            stacked = torch.from_numpy(np.stack(images_bgr))
         return stacked.permute(0, 3, 1, 2).float()
+
+    def image_size_wh(self, width: int, height: int) -> torch.Tensor:
+        """(2,) float32 [W, H] on the device, uploaded once per frame size."""
+        key = (int(width), int(height))
+        if key not in self._image_size:
+            self._image_size[key] = torch.tensor(key, dtype=torch.float32, device=self.device)
+        return self._image_size[key]
 
     def __call__(self, frames: torch.Tensor, detections: list[Detections]) -> Crops:
         f, _, H, W = frames.shape
         h, w = self.input_hw
         counts = [d.count for d in detections]
-        k_max = max(counts) if counts else 0
-        wh = torch.tensor([W, H], dtype=torch.float32, device=self.device)
+        k_max = max(counts, default=0)
+        wh = self.image_size_wh(W, H)
         if k_max == 0:
             empty = torch.zeros(0, device=self.device)
             return Crops(torch.zeros(0, 3, h, w, device=self.device), empty.view(0, 2), empty, torch.zeros(0, dtype=torch.int64, device=self.device), wh)
-        boxes = torch.cat([d.boxes_xyxy for d in detections]).to(self.device, torch.float32)
-        slot = torch.repeat_interleave(torch.arange(f), torch.tensor(counts)).to(self.device)
-        center, size = square_boxes(boxes, self.input_hw, self.box_scale)
-        ss = int(min(self.max_supersample, max(1, math.ceil(float(size.max()) / h / 1.5))))
+        boxes = np.concatenate([d.boxes_xyxy for d in detections]).astype(np.float32, copy=False)
+        center_h, size_h = square_boxes(boxes, self.input_hw, self.box_scale)
+        ss = int(min(self.max_supersample, max(1, math.ceil(float(size_h.max()) / h / 1.5))))
+        slot_h = np.repeat(np.arange(f), counts)
+        rank_h = np.concatenate([np.arange(c) for c in counts])
+        # the per-person bookkeeping in one host -> device copy (slot and rank are exact in float32); from
+        # pinned memory on CUDA, as a copy from pageable memory may wait for the work queued before it
+        book = torch.from_numpy(np.concatenate([center_h, size_h[:, None], slot_h[:, None], rank_h[:, None]], 1).astype(np.float32))
+        if self.device.type == "cuda":
+            book = book.pin_memory()
+        book = book.to(self.device, non_blocking=True)
+        center, size = book[:, :2], book[:, 2]
+        slot, rank = book[:, 3].long(), book[:, 4].long()
         hs, ws = h * ss, w * ss
         # crop pixel centres in units of the output crop (supersampled sub-pixels), then frame pixels
         v = (torch.arange(hs, device=self.device, dtype=torch.float32) + 0.5) / ss - 0.5
@@ -73,7 +100,6 @@ class Cropper:
         gy = ((2 * src_y + 1) / H - 1)[:, :, None].expand(-1, -1, ws)
         grid_n = torch.stack([gx, gy], -1)  # (N,hs,ws,2)
         # lay each frame's crops side by side: (F, hs, k_max * ws, 2); empty slots sample outside (zeros)
-        rank = torch.cat([torch.arange(c) for c in counts]).to(self.device)
         grid = torch.full((f, k_max, hs, ws, 2), -2.0, device=self.device)
         grid[slot, rank] = grid_n
         grid = grid.permute(0, 2, 1, 3, 4).reshape(f, hs, k_max * ws, 2)
@@ -81,5 +107,45 @@ class Cropper:
         out = out.view(f, 3, hs, k_max, ws).permute(0, 3, 1, 2, 4)[slot, rank]  # (N,3,hs,ws)
         if ss > 1:
             out = F.avg_pool2d(out, ss)
-        crops = (out.flip(1) / 255.0 - self.mean) / self.std  # BGR -> RGB
-        return Crops(crops.contiguous(), center, size, slot, wh)
+        images = (out.flip(1) / 255.0 - self.mean) / self.std  # BGR -> RGB
+        return Crops(images.contiguous(), center, size, slot, wh)
+
+
+class PinnedFrames:
+    """Frames -> (F,H,W,3) uint8 on a CUDA device through a ring of pinned host buffers.
+
+    Decoded frames are pageable memory; a copy from there is synchronous, however `non_blocking` is
+    set. Each batch is written into the next pinned buffer and copied on a side stream that the
+    compute stream waits for (an event, not the host), so the copy overlaps with work already queued.
+    A buffer is refilled only once its previous copy finished (`slots` batches later)."""
+
+    def __init__(self, device, slots: int = 2):
+        self.device = torch.device(device)
+        self.stream = torch.cuda.Stream(self.device)
+        self._slots: list[list] = [[None, None, None] for _ in range(slots)]  # pinned bytes, numpy view, copy event
+        self._next = 0
+
+    def __call__(self, images_bgr) -> torch.Tensor:
+        shape = (len(images_bgr), *images_bgr[0].shape)
+        n = math.prod(shape)
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % len(self._slots)
+        if slot[0] is None or slot[0].numel() < n:
+            pinned = torch.empty(n, dtype=torch.uint8, pin_memory=True)
+            slot[0], slot[1], slot[2] = pinned, pinned.numpy(), None
+        elif slot[2] is not None:
+            slot[2].synchronize()  # the copy of `slots` batches ago still reads this buffer
+        host = slot[1][:n].reshape(shape)
+        for i, image in enumerate(images_bgr):
+            host[i] = image
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.stream):
+            # allocated on the side stream, so the allocator orders its reuse after this copy
+            frames = torch.empty(shape, dtype=torch.uint8, device=self.device)
+            frames.copy_(slot[0][:n].view(shape), non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self.stream)
+        slot[2] = done
+        compute.wait_event(done)
+        frames.record_stream(compute)
+        return frames

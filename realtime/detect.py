@@ -1,7 +1,11 @@
 """Person detection and tracking: ultralytics YOLO, the whole frame, or precomputed boxes; ByteTrack ids.
 
     detector = build_detector("yolo11n.pt")        # or a .yaml (random weights), a .onnx / .engine export
-    detections = detector(frame)                    # Detections(boxes_xyxy, scores, track_ids)
+    detections = detector(frames)                   # one Detections(boxes_xyxy, scores, track_ids) per frame
+
+A detector takes the frames of a batch at once (YOLO: one predict call on all of them, one read-back of
+all their boxes) and returns host-side (numpy) Detections in frame order; the tracker then sees the
+frames one by one, in order.
 
 YOLO detections and boxes files without ids go through the same tracker (realtime/track.py), so ids
 behave alike whichever produced the boxes; a detector that tracks returns only confirmed tracks.
@@ -18,14 +22,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from realtime.errors import DetectorError
 from realtime.types import Detections, Frame
 
 
 def _empty(index: int) -> Detections:
-    return Detections(index, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    return Detections(index, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
 class FullFrameDetector:
@@ -33,9 +36,13 @@ class FullFrameDetector:
 
     name = "full-frame"
 
-    def __call__(self, frame: Frame) -> Detections:
+    def __call__(self, frames: list[Frame]) -> list[Detections]:
+        return [self._one(f) for f in frames]
+
+    @staticmethod
+    def _one(frame: Frame) -> Detections:
         h, w = frame.image_bgr.shape[:2]
-        return Detections(frame.index, torch.tensor([[0.0, 0.0, w - 1.0, h - 1.0]]), torch.ones(1), torch.zeros(1, dtype=torch.int64))
+        return Detections(frame.index, np.array([[0.0, 0.0, w - 1.0, h - 1.0]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64))
 
 
 class BoxesDetector:
@@ -86,13 +93,16 @@ class BoxesDetector:
         else:
             raise DetectorError(f"{path}: boxes_xyxy must be (frames, people, 4), or (rows, 4) with a frame array")
 
-    def __call__(self, frame: Frame) -> Detections:
+    def __call__(self, frames: list[Frame]) -> list[Detections]:
+        return [self._one(f) for f in frames]
+
+    def _one(self, frame: Frame) -> Detections:
         b, s, t = self.by_frame.get(frame.index, (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)))
         if self.tracker is not None:  # also on frames without rows: lost tracks age
             b, s, t = self.tracker.update(b, s)
         if len(b) == 0:
             return _empty(frame.index)
-        return Detections(frame.index, torch.from_numpy(b.copy()), torch.from_numpy(s.copy()), torch.from_numpy(t.copy()))
+        return Detections(frame.index, b.copy(), s.copy(), t.copy())
 
 
 class YoloDetector:
@@ -131,27 +141,38 @@ class YoloDetector:
         _keep_torch_threads()
         self.model.predict(np.zeros((64, 64, 3), np.uint8), classes=[0], imgsz=64, verbose=False, **({"device": device} if device else {}))
 
-    def __call__(self, frame: Frame) -> Detections:
+    def __call__(self, frames: list[Frame]) -> list[Detections]:
+        import torch
+
+        if not frames:
+            return []
         kw = dict(classes=[0], conf=self.conf, imgsz=self.imgsz, verbose=False)
         if self.device:
             kw["device"] = self.device
         _keep_torch_threads()
-        b = self.model.predict(frame.image_bgr, **kw)[0].boxes
-        boxes = b.xyxy.float().cpu().numpy() if b is not None else np.zeros((0, 4), np.float32)
-        scores = b.conf.float().cpu().numpy() if b is not None else np.zeros(0, np.float32)
-        if self.tracker is not None:  # also on frames with no boxes: lost tracks age
-            boxes, scores, ids = self.tracker.update(boxes, scores)
-        else:
-            ids = np.full(len(scores), -1, np.int64)
-        if len(boxes) == 0:
-            return _empty(frame.index)
-        return Detections(frame.index, torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(ids))
+        results = self.model.predict([f.image_bgr for f in frames], **kw)
+        per_frame = [r.boxes.data[:, :5] if r.boxes is not None else None for r in results]  # x0 y0 x1 y1 conf
+        counts = [0 if d is None else int(d.shape[0]) for d in per_frame]
+        present = [d for d in per_frame if d is not None]
+        # every frame's boxes in one read-back (ultralytics keeps them on the device it ran on)
+        rows = torch.cat(present).float().cpu().numpy() if present else np.zeros((0, 5), np.float32)
+        out, start = [], 0
+        for frame, n in zip(frames, counts):
+            boxes, scores = rows[start : start + n, :4], rows[start : start + n, 4]
+            start += n
+            if self.tracker is not None:  # also on frames with no boxes: lost tracks age
+                boxes, scores, ids = self.tracker.update(boxes, scores)
+            else:
+                ids = np.full(len(scores), -1, np.int64)
+            out.append(_empty(frame.index) if len(boxes) == 0 else Detections(frame.index, np.ascontiguousarray(boxes), np.ascontiguousarray(scores), ids))
+        return out
 
 
 def _keep_torch_threads():
     """ultralytics' select_device sets torch's CPU threads to its NUM_THREADS (cores - 1) on every
     predictor set-up; resetting them back and forth costs 4x on YOLO itself (OpenMP pool rebuilt), so
     make its value ours."""
+    import torch
     import ultralytics.utils.torch_utils as tu
 
     tu.NUM_THREADS = torch.get_num_threads()
@@ -173,5 +194,5 @@ def keep_largest(det: Detections, max_people: int | None) -> Detections:
         return det
     b = det.boxes_xyxy
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    keep = torch.argsort(area, descending=True)[:max_people]
+    keep = np.argsort(-area, kind="stable")[:max_people]
     return Detections(det.frame_index, b[keep], det.scores[keep], det.track_ids[keep])

@@ -1,7 +1,11 @@
 """The only module that knows the order of the stages, the threads and the bounded queues between them.
 
-    source thread --frames--> [main: detect -> crop -> MEGA -> pose -> smooth] --results--> render thread
-        --overlays--> sink thread (mp4, window, results, meshes)
+    source thread --frames--> [main: detect -> crop -> MEGA -> pose -> collect -> smooth] --results-->
+        render thread --overlays--> sink thread (mp4, window, results, meshes)
+
+Per batch of frames the main thread calls the detector once, and reads the device back once (collect:
+one copy of all outputs). On CUDA nothing else waits for the device: the copy of batch i is resolved
+after batch i+1 is queued (file mode), so the host prepares the next batch while the device works.
 
 File mode batches the people of several frames into one MEGA call and never drops a frame (the
 reader blocks when the queues are full). Live mode takes one frame at a time and the source drops the
@@ -16,11 +20,11 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from realtime.timing import Timer
 from realtime.types import FrameResult
@@ -86,35 +90,27 @@ def _put(q: queue.Queue, item, errors: list):
             continue
 
 
-def _to_host(frame, det, rows, pred, meshes, smoothed) -> FrameResult:
-    verts, cam_t = smoothed
-    std = meshes.vertex_std[rows].float().cpu().numpy() if meshes.vertex_std is not None else None
-    return FrameResult(
-        frame=frame, boxes_xyxy=det.boxes_xyxy.cpu().numpy(), scores=det.scores.cpu().numpy(), track_ids=det.track_ids.cpu().numpy(),
-        tokens=pred.tokens[rows].cpu().numpy().astype(np.int16), rotmat=pred.rotmat[rows].float().cpu().numpy(),
-        cam_crop=pred.cam_crop[rows].float().cpu().numpy(), cam_t_full=cam_t.float().cpu().numpy(),
-        verts_cam=verts.float().cpu().numpy(), vertex_std=std, focal=meshes.focal,
-    )  # fmt: skip
-
-
 def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.ndarray, timer: Timer | None = None, progress=None) -> Summary:
     """Run to the end of the source (or an interrupt). `source` is an unstarted realtime.sources.VideoSource.
 
     Outputs are created (and their folders checked) before the first frame is read."""
+    from realtime.collect import Collector
     from realtime.crop import Cropper
     from realtime.detect import keep_largest
     from realtime.pose import pose
     from realtime.sinks import MeshExportSink, Mp4Sink, ResultsSink, WindowSink
     from realtime.smooth import OneEuroSmoother
+    from train.geometry import default_focal
 
     timer = timer or Timer()
     spec = regressor.spec
     cropper = Cropper(spec.input_hw, spec.mean, spec.std, regressor.device)
+    collector = Collector(regressor.device)
     smoother = OneEuroSmoother(source.fps, opts.smooth_min_cutoff, opts.smooth_beta) if opts.smooth else None
     sinks = []
     summary = Summary()
     meta = dict(fps=np.float32(source.fps), image_size_wh=np.array([source.width, source.height], np.int32), source=str(opts.source),
-                focal=np.float32(1000.0 / 224.0 * max(source.width, source.height) * spec.crop_focal / 1000.0), samples=np.int32(regressor.samples), steps=np.int32(regressor.runner.steps if regressor.stochastic else 0), **opts.meta)  # fmt: skip
+                focal=np.float32(default_focal(source.width, source.height, spec.crop_focal)), samples=np.int32(regressor.samples), steps=np.int32(regressor.runner.steps if regressor.stochastic else 0), **opts.meta)  # fmt: skip
     try:
         if opts.out:
             sinks.append(Mp4Sink(opts.out, source.fps, (source.width, source.height)))
@@ -124,7 +120,7 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
             sinks.append(MeshExportSink(opts.export_dir, faces, opts.export_format))
         if opts.show:
             sinks.append(WindowSink())
-    except Exception:
+    except BaseException:  # a later sink failed to open: remove the temporary files of the earlier ones
         for s in sinks:
             s.close(False)
         raise
@@ -196,6 +192,19 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
     source.start()
     frame_batch = 1 if source.live else max(1, opts.frame_batch)
     device = regressor.device
+    # batches whose read-back is still in flight: one on CUDA in file mode (overlap), none live (latency)
+    lag = 1 if device.type == "cuda" and not source.live else 0
+    pending: deque = deque()
+
+    def deliver(batch_pending):
+        with timer.stage("collect"):
+            results = batch_pending.result()
+        if smoother is not None:
+            with timer.stage("smooth"):
+                results = [_smoothed(r, smoother) for r in results]
+        for r in results:
+            _put(q_render, r, errors)
+
     ok = False
     try:
         frames_iter = iter(source)
@@ -213,7 +222,7 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
             if not batch:
                 break
             with timer.stage("detect"):
-                dets = [keep_largest(detector(f), opts.max_people) for f in batch]
+                dets = [keep_largest(d, opts.max_people) for d in detector(batch)]
             with timer.stage("crop", device):
                 frames_t = cropper.frames_to_tensor([f.image_bgr for f in batch])
                 crops = cropper(frames_t, dets)
@@ -221,20 +230,19 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
                 pred = regressor(crops)
             with timer.stage("pose", device):
                 meshes = pose(pred, crops, spec.crop_focal)
-            with timer.stage("smooth" if smoother else "collect"):
-                slot = crops.frame_slot.cpu()
-                for i, (frame, det) in enumerate(zip(batch, dets)):
-                    rows = torch.nonzero(slot == i).flatten().to(meshes.verts_cam.device)
-                    verts, cam_t = meshes.verts_cam[rows], meshes.cam_t_full[rows]
-                    if smoother is not None:
-                        std = meshes.vertex_std[rows] if meshes.vertex_std is not None else None
-                        verts, cam_t = smoother(frame.index, det.track_ids.to(verts.device), verts, cam_t, std)
-                    _put(q_render, _to_host(frame, det, rows, pred, meshes, (verts, cam_t)), errors)
+            with timer.stage("collect", device):
+                pending.append(collector.submit(batch, dets, pred, meshes))
+            while len(pending) > lag:
+                deliver(pending.popleft())
+        while pending:
+            deliver(pending.popleft())
         ok = True
         summary.status = "stopped" if stop_requested.is_set() else "ok"
     except KeyboardInterrupt:
         summary.status = "interrupted"
-        ok = True  # finalise what was written so far
+        ok = True  # finalise what was written so far, with the batches already computed
+        while pending and not errors:
+            deliver(pending.popleft())
     finally:
         source.stop()
         while render_thread.is_alive():  # the renderer drains what is in flight, then stops
@@ -265,6 +273,13 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
         summary.latency_ms = {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 90, 99)}
     summary.outputs = [str(p) for p in (opts.out, opts.results, opts.export_dir) if p and Path(p).exists()]
     return summary
+
+
+def _smoothed(r: FrameResult, smoother) -> FrameResult:
+    from dataclasses import replace
+
+    verts, cam_t = smoother(r.frame.index, r.track_ids, r.verts_cam, r.cam_t_full, r.vertex_std)
+    return replace(r, verts_cam=verts, cam_t_full=cam_t)
 
 
 def _with_overlay(r: FrameResult, overlay: np.ndarray) -> FrameResult:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.types import FrameResult
+from train.io import atomic_write
 
 RESULTS_SCHEMA = "mega-rt-results/1"
 # the per-row arrays, in file order, and their shapes when nobody was seen (vertex_std is then absent)
@@ -46,9 +47,25 @@ class SinkError(RuntimeError):
     """An output cannot be written; one line for the user."""
 
 
-def tmp_path(path: Path) -> Path:
-    # keeps the suffix: OpenCV picks the container from it
-    return path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+class _HeldWrite:
+    """A `train.io.atomic_write` held open for a whole run: write to `tmp` (train.io.temp_path, which
+    keeps the suffix OpenCV picks the container from), then `commit()` renames it over the target or
+    `discard()` removes it."""
+
+    def __init__(self, path: Path):
+        self._cm = atomic_write(path)
+        self.tmp = self._cm.__enter__()
+
+    def commit(self) -> None:
+        self._cm.__exit__(None, None, None)
+
+    def discard(self) -> None:
+        err = _Discarded()
+        self._cm.__exit__(_Discarded, err, None)  # atomic_write removes the temporary file and re-raises: not here
+
+
+class _Discarded(Exception):
+    """Thrown into a held atomic_write to make it remove its temporary file."""
 
 
 def spill_path(path: Path) -> Path:
@@ -73,10 +90,11 @@ class Mp4Sink:
 
         self.path = Path(path)
         check_writable(self.path)
-        self.tmp = tmp_path(self.path)
+        self._out = _HeldWrite(self.path)
+        self.tmp = self._out.tmp
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, tuple(size_wh))
         if not self.writer.isOpened():
-            self.tmp.unlink(missing_ok=True)
+            self._out.discard()
             raise SinkError(f"{self.path}: OpenCV cannot write an mp4 here (no mp4v encoder?)")
         self.frames = 0
 
@@ -87,9 +105,9 @@ class Mp4Sink:
     def close(self, ok: bool):
         self.writer.release()
         if ok and self.frames > 0:
-            os.replace(self.tmp, self.path)
+            self._out.commit()
         else:
-            self.tmp.unlink(missing_ok=True)
+            self._out.discard()
 
 
 class WindowSink:
@@ -126,10 +144,8 @@ class ResultsSink:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
         self.path = Path(path)
         check_writable(self.path)
-        self.tmp = tmp_path(self.path)
         self.spill_dir = spill_path(self.path)
         self.jsonl_path = self.path.with_suffix(".jsonl")
-        self.jsonl_tmp = tmp_path(self.jsonl_path)
         self.meta = meta
         self.faces = faces.astype(np.int32)
         self.chunk_rows = chunk_rows
@@ -143,7 +159,8 @@ class ResultsSink:
             # the pid in the name is reused across container runs: a same-named folder is a dead run's
             shutil.rmtree(self.spill_dir, ignore_errors=True)
             self.spill_dir.mkdir()
-            self.jsonl = open(self.jsonl_tmp, "w")
+            self._jsonl_out = _HeldWrite(self.jsonl_path)
+            self.jsonl = open(self._jsonl_out.tmp, "w")
         except OSError as e:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
             raise SinkError(f"{self.path}: cannot create temporary files ({e.strerror})") from None
@@ -179,9 +196,9 @@ class ResultsSink:
             return
         try:
             self._spill()
-            self._assemble({**self.meta, **(final_meta or {})})
-            os.replace(self.tmp, self.path)
-            os.replace(self.jsonl_tmp, self.jsonl_path)
+            with atomic_write(self.path) as tmp:
+                self._assemble(tmp, {**self.meta, **(final_meta or {})})
+            self._jsonl_out.commit()
         except OSError as e:
             self._discard()
             raise SinkError(f"{self.path}: cannot write the results ({e.strerror or e})") from None
@@ -214,11 +231,11 @@ class ResultsSink:
         if len(counts) > 1:  # e.g. vertex_std on some rows only: the arrays would not line up
             raise SinkError(f"{self.path}: the result arrays have different row counts {sorted(counts)}")
 
-    def _assemble(self, meta: dict):
-        """Write the npz to self.tmp, streaming each spilled array (never whole in memory)."""
+    def _assemble(self, tmp: Path, meta: dict):
+        """Write the npz to `tmp`, streaming each spilled array (never whole in memory)."""
         import zipfile
 
-        with zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key, dtype in ROW_DTYPES.items():
                 if key in self._spilled:
                     rows, row_shape = self._spilled[key]
@@ -231,8 +248,7 @@ class ResultsSink:
             _write_npy(zf, "faces", self.faces)
 
     def _discard(self):
-        for p in (self.tmp, self.jsonl_tmp):
-            p.unlink(missing_ok=True)
+        self._jsonl_out.discard()
         shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
@@ -302,13 +318,11 @@ def _obj_faces(faces: np.ndarray) -> str:
 
 
 def write_obj(path: Path, verts: np.ndarray, faces: np.ndarray, vertex_std=None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
+    with atomic_write(path) as tmp, open(tmp, "w") as fh:
         fh.write("# mega-rt mesh, OpenCV camera frame (x right, y down, z forward), metres\n")
         v = np.asarray(verts, np.float32)
         fh.write(("v %.5f %.5f %.5f\n" * len(v)) % tuple(v.ravel().tolist()))
         fh.write(_obj_faces(faces))
-    os.replace(tmp, path)
 
 
 def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray, vertex_std=None) -> None:
@@ -318,9 +332,7 @@ def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray, vertex_std=None)
     vdata = verts if vertex_std is None else np.concatenate([verts, np.asarray(vertex_std, np.float32)[:, None]], 1)
     fdata = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", 3)])
     fdata["n"], fdata["idx"] = 3, faces
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
         fh.write(header.encode())
         fh.write(vdata.astype("<f4").tobytes())
         fh.write(fdata.tobytes())
-    os.replace(tmp, path)

@@ -24,6 +24,13 @@ class SourceError(RuntimeError):
 
 
 _END = object()
+DEFAULT_FPS = 30.0
+
+
+def fps_or_default(fps: float | None, default: float = DEFAULT_FPS) -> float:
+    """A reported frame rate, or `default` where it is missing or implausible (OpenCV reports 0, NaN or
+    thousands for streams and some containers)."""
+    return float(fps) if fps and 0 < fps < 1000 else default
 
 
 def open_capture(spec: str):
@@ -58,8 +65,7 @@ class VideoSource:
         self.cap, is_stream = open_capture(self.spec)
         self.live = live or is_stream
         self.pace = pace  # play a file at its own frame rate (stream mode on a file)
-        fps = self.cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and 0 < fps < 1000 else 30.0
+        self.fps = fps_or_default(self.cap.get(cv2.CAP_PROP_FPS))
         self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.max_frames = max_frames
         self.max_bad = max_bad

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from realtime.errors import DetectorError
+from realtime.sources import fps_or_default
 
 REFERENCE_FPS = 30.0  # bytetrack.yaml's track_buffer is a count of frames at 30 fps
 
@@ -66,7 +67,7 @@ class ByteTracker:
         cfg = _bytetrack_cfg()
         # keep lost tracks for the same time, not the same frame count, whatever the video's rate
         # (older ultralytics took frame_rate itself; scaling the buffer works with either signature)
-        fps = frame_rate if frame_rate and 0 < frame_rate < 1000 else REFERENCE_FPS
+        fps = fps_or_default(frame_rate, REFERENCE_FPS)
         cfg.track_buffer = max(1, round(cfg.track_buffer * fps / REFERENCE_FPS))
         self.frame_rate = fps
         self._tracker = BYTETracker(cfg)

@@ -1,9 +1,12 @@
 """The frozen dataclasses that travel between pipeline stages (DESIGN.md, "The data path of one frame").
 
 Each stage takes one and returns the next and knows nothing about its neighbours; `pipeline.py` is the
-only place that knows the order. Tensors keep their device from the crop to the renderer's input;
-per-person rows are flattened across the frames of a batch, and `frame_slot` says which frame of the
-batch a row belongs to.
+only place that knows the order. Detections live on the host (numpy): the detector's boxes reach the
+tracker there, and the crop's index bookkeeping (which frame, which rank, how much supersampling) is
+computed from them without reading anything back from the device. Tensors keep their device from the
+crop until realtime/collect.py copies a whole batch to the host at once; per-person rows are flattened
+across the frames of a batch, frame by frame, and `frame_slot` says which frame of the batch a row
+belongs to.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ class Frame:
 
 @dataclass(frozen=True)
 class Detections:
-    """People of one frame."""
+    """People of one frame, on the host."""
 
     frame_index: int
-    boxes_xyxy: torch.Tensor  # (K,4) float32 pixels
-    scores: torch.Tensor  # (K,) float32
-    track_ids: torch.Tensor  # (K,) int64; -1 when no tracker gave one
+    boxes_xyxy: np.ndarray  # (K,4) float32 pixels
+    scores: np.ndarray  # (K,) float32
+    track_ids: np.ndarray  # (K,) int64; -1 when no tracker gave one
 
     @property
     def count(self) -> int:
@@ -39,7 +42,7 @@ class Detections:
 class Crops:
     """All people of a batch of frames, warped to the backbone's input and normalised."""
 
-    crops: torch.Tensor  # (N,3,h,w) float32, normalised as the backbone declares
+    images: torch.Tensor  # (N,3,h,w) float32, normalised as the backbone declares
     box_center: torch.Tensor  # (N,2) pixels: centre of the crop box
     box_size: torch.Tensor  # (N,) pixels: side of the crop box along the crop's height
     frame_slot: torch.Tensor  # (N,) int64: which frame of the batch
@@ -60,7 +63,7 @@ class Meshes:
     verts_cam: torch.Tensor  # (N,V,3) OpenCV camera frame, metres
     cam_t_full: torch.Tensor  # (N,3) full-image camera translation (cam_crop_to_full)
     vertex_std: torch.Tensor | None  # (N,V)
-    focal: float  # pixels, principal point at the image centre
+    focal: torch.Tensor  # () pixels, principal point at the image centre; on the device (no read-back)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,11 @@ def info():
         try:
             m = __import__(mod)
             click.echo(f"{mod} {getattr(m, '__version__', '?')}")
-        except Exception:
+        except ImportError:
             click.echo(f"{mod}: not installed")
+        except Exception as e:  # installed but broken (a missing shared library, a version clash): say why
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            click.echo(f"{mod}: installed but does not import ({e.__class__.__name__}{': ' + reason if reason else ''})")
     click.echo(f"asset folders searched: {', '.join(str(d) for d in assets.search_dirs())}")
     status = assets.asset_status()
     ok = sum(v.startswith("ok") for v in status.values())

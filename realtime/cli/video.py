@@ -52,30 +52,31 @@ def _fps(cap) -> float:
     """The capture's frame rate, 30 where it reports none (as VideoSource): the tracker's clock."""
     import cv2
 
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    return float(fps) if fps and 0 < fps < 1000 else 30.0
+    from realtime.sources import fps_or_default
+
+    return fps_or_default(cap.get(cv2.CAP_PROP_FPS))
 
 
 def _source_fps(spec: str) -> float:
     """Frame rate of a file (opened and closed again); 30 for a camera or URL, not connected to twice
     (live input drops frames when behind anyway, so its nominal rate is only a guess of the tracker's)."""
-    from realtime.sources import SourceError, open_capture
+    from realtime.sources import DEFAULT_FPS, SourceError, open_capture
 
     if spec.isdigit() or "://" in spec:
-        return 30.0
+        return DEFAULT_FPS
     try:
         cap, _ = open_capture(spec)
     except SourceError:
-        return 30.0  # the source itself reports the error later, in its own words
+        return DEFAULT_FPS  # the source itself reports the error later, in its own words
     try:
         return _fps(cap)
     finally:
         cap.release()
 
 
-def _build(kw: dict, fps: float = 30.0):
+def _build(kw: dict, fps: float | None = None):
     """(detector, regressor, faces, description) from the shared options; one-line errors otherwise.
-    `fps`: the input's frame rate, for the tracker."""
+    `fps`: the input's frame rate, for the tracker (None: the tracker's default)."""
     import torch
 
     from engines.backends.base import BackendError
@@ -281,7 +282,6 @@ def stream(camera, show, out, results, no_progress, **kw):
 @model_options
 def bench_pipeline(input_path, render, frame_batch, json_path, **kw):
     """End-to-end fps and per-stage ms of `mega-rt video` on IN (outputs to a temporary folder)."""
-    import json
     import platform
     import tempfile
     from pathlib import Path
@@ -289,6 +289,7 @@ def bench_pipeline(input_path, render, frame_batch, json_path, **kw):
     import torch
 
     from realtime.pipeline import PipelineOptions
+    from train.io import write_json_atomic
 
     detector, regressor, faces, what = _build(kw, _source_fps(input_path))
     with tempfile.TemporaryDirectory() as tmp:
@@ -298,9 +299,9 @@ def bench_pipeline(input_path, render, frame_batch, json_path, **kw):
     click.echo(f"{input_path}: {what}, backend {kw['backend']}, device {regressor.device}, threads {torch.get_num_threads()}, samples {kw['samples']}")
     click.echo(s.line())
     if json_path:
-        Path(json_path).write_text(json.dumps(dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s,
-                                                   stage_ms_per_frame=s.stage_ms, latency_ms=s.latency_ms, weights=what, samples=kw["samples"],
-                                                   threads=torch.get_num_threads(), torch=torch.__version__, cpu=platform.processor()), indent=1))  # fmt: skip
+        write_json_atomic(json_path, dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s,
+                                          stage_ms_per_frame=s.stage_ms, latency_ms=s.latency_ms, weights=what, samples=kw["samples"],
+                                          threads=torch.get_num_threads(), torch=torch.__version__, cpu=platform.processor()))  # fmt: skip
         click.echo(f"wrote {json_path}")
 
 

@@ -85,15 +85,16 @@ def test_crop_matches_the_training_warp(street):
     from train.data.augment import Augmentation, normalise_image, warp_crop
 
     ok, frame = cv2.VideoCapture(str(street)).read()
-    boxes = torch.tensor([[600.0, 200.0, 700.0, 330.0], [100.0, 50.0, 180.0, 160.0], [1200.0, 600.0, 1300.0, 760.0]])
+    boxes = np.array([[600.0, 200.0, 700.0, 330.0], [100.0, 50.0, 180.0, 160.0], [1200.0, 600.0, 1300.0, 760.0]], np.float32)
     cropper = Cropper((96, 64), MEAN, STD)
-    det = Detections(0, boxes, torch.ones(3), torch.arange(3))
+    det = Detections(0, boxes, np.ones(3, np.float32), np.arange(3))
     crops = cropper(cropper.frames_to_tensor([frame]), [det])
     centers, sizes = square_boxes(boxes, (96, 64))
+    torch.testing.assert_close(square_boxes(torch.from_numpy(boxes), (96, 64))[1], torch.from_numpy(sizes))  # numpy and torch alike
     for i in range(3):
-        ref = warp_crop(frame[..., ::-1], centers[i].numpy(), float(sizes[i]), (96, 64), Augmentation())
+        ref = warp_crop(frame[..., ::-1], centers[i], float(sizes[i]), (96, 64), Augmentation())
         ref = normalise_image(ref, MEAN, STD)
-        err = np.abs(crops.crops[i].numpy() - ref)
+        err = np.abs(crops.images[i].numpy() - ref)
         assert np.median(err) < 0.02 and err.mean() < 0.05, (i, err.mean())
 
 
@@ -108,15 +109,15 @@ def test_crop_batches_several_frames_in_one_call(street):
     frames = [cap.read()[1] for _ in range(3)]
     frames[1] = frames[1][::-1].copy()  # make the frames differ clearly
     dets = [
-        Detections(0, torch.tensor([[10.0, 10.0, 200.0, 300.0]]), torch.ones(1), torch.zeros(1, dtype=torch.int64)),
-        Detections(1, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)),
-        Detections(2, torch.tensor([[300.0, 100.0, 500.0, 600.0], [50.0, 50.0, 90.0, 120.0]]), torch.ones(2), torch.arange(2)),
+        Detections(0, np.array([[10.0, 10.0, 200.0, 300.0]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64)),
+        Detections(1, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)),
+        Detections(2, np.array([[300.0, 100.0, 500.0, 600.0], [50.0, 50.0, 90.0, 120.0]], np.float32), np.ones(2, np.float32), np.arange(2)),
     ]
     cropper = Cropper((64, 64), MEAN, STD)
     batched = cropper(cropper.frames_to_tensor(frames), dets)
-    assert batched.crops.shape == (3, 3, 64, 64) and batched.frame_slot.tolist() == [0, 2, 2]
-    alone = torch.cat([cropper(cropper.frames_to_tensor([frames[0]]), [dets[0]]).crops, cropper(cropper.frames_to_tensor([frames[2]]), [dets[2]]).crops])
-    torch.testing.assert_close(batched.crops, alone)
+    assert batched.images.shape == (3, 3, 64, 64) and batched.frame_slot.tolist() == [0, 2, 2]
+    alone = torch.cat([cropper(cropper.frames_to_tensor([frames[0]]), [dets[0]]).images, cropper(cropper.frames_to_tensor([frames[2]]), [dets[2]]).images])
+    torch.testing.assert_close(batched.images, alone)
 
 
 def test_pose_recovers_the_full_image_translation():
@@ -140,23 +141,60 @@ def test_pose_recovers_the_full_image_translation():
     assert abs(meshes.focal - 1000 / 224 * 1280) < 1e-3
 
 
+@pytest.mark.parametrize("stochastic", [False, True], ids=["deterministic", "stochastic"])
+def test_collect_splits_one_packed_copy_into_the_frames(stochastic):
+    """Mixed dtypes (int32 tokens, fp16 and bf16 outputs) come back exactly, each frame gets its own rows
+    (frames without people too), and a batch whose rows do not match the detections is an error."""
+    from realtime.collect import Collector
+    from realtime.types import Detections, Frame, MeshPred, Meshes
+
+    counts, q, v = [2, 0, 3], 3 if stochastic else 1, 40
+    n = sum(counts)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 512, (n, q, 54), generator=g, dtype=torch.int32)
+    rotmat, cam_crop = torch.randn(n, 3, 3, generator=g), torch.randn(n, 3, generator=g).to(torch.bfloat16)
+    verts, cam_t = torch.randn(n, v, 3, generator=g).half(), torch.randn(n, 3, generator=g)
+    std = torch.rand(n, v, generator=g) if stochastic else None
+    frames = [Frame(i, np.zeros((4, 4, 3), np.uint8), 0.0) for i in range(3)]
+    dets = [Detections(i, np.full((c, 4), i, np.float32), np.ones(c, np.float32), np.arange(c)) for i, c in enumerate(counts)]
+    pred = MeshPred(tokens, rotmat, cam_crop, verts.float(), std)
+    meshes = Meshes(verts, cam_t, std, torch.tensor(1234.5))
+    results = Collector("cpu").submit(frames, dets, pred, meshes).result()
+    assert [r.verts_cam.shape[0] for r in results] == counts and [r.frame.index for r in results] == [0, 1, 2]
+    rows = [slice(0, 2), slice(2, 2), slice(2, 5)]
+    for r, sl, det in zip(results, rows, dets):
+        np.testing.assert_array_equal(r.tokens, tokens[sl].numpy().astype(np.int16))
+        np.testing.assert_array_equal(r.rotmat, rotmat[sl].numpy())
+        np.testing.assert_array_equal(r.cam_crop, cam_crop[sl].float().numpy())
+        np.testing.assert_array_equal(r.verts_cam, verts[sl].float().numpy())
+        np.testing.assert_array_equal(r.cam_t_full, cam_t[sl].numpy())
+        assert r.verts_cam.dtype == r.cam_crop.dtype == np.float32 and r.focal == 1234.5
+        assert (r.vertex_std is None) == (not stochastic)
+        if stochastic:
+            np.testing.assert_array_equal(r.vertex_std, std[sl].numpy())
+        assert r.boxes_xyxy is det.boxes_xyxy
+    short = [Detections(0, np.zeros((1, 4), np.float32), np.ones(1, np.float32), np.zeros(1, np.int64))] * 3
+    with pytest.raises(RuntimeError, match="3 people but the batch has 5 rows"):
+        Collector("cpu").submit(frames, short, pred, meshes).result()
+
+
 def test_smoother_reduces_jitter_and_follows_variance():
     """One-Euro removes jitter of a still person; with sample spread, uncertain vertices are smoothed more."""
     from realtime.smooth import OneEuroSmoother
 
-    g = torch.Generator().manual_seed(0)
-    base = torch.randn(1, 20, 3)
-    std = torch.zeros(1, 20)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1, 20, 3)).astype(np.float32)
+    std = np.zeros((1, 20), np.float32)
     std[:, 10:] = 0.1  # the second half is ambiguous
     plain, aware = OneEuroSmoother(30.0, min_cutoff=2.0, beta=0.0), OneEuroSmoother(30.0, min_cutoff=2.0, beta=0.0)
     raw, out_plain, out_aware = [], [], []
     for f in range(60):
-        noisy = base + 0.01 * torch.randn(1, 20, 3, generator=g)
-        cam = torch.tensor([[0.0, 0.0, 5.0]])
+        noisy = base + 0.01 * rng.normal(size=(1, 20, 3)).astype(np.float32)
+        cam_t = np.array([[0.0, 0.0, 5.0]], np.float32)
         raw.append(noisy)
-        out_plain.append(plain(f, torch.tensor([7]), noisy + cam[:, None], cam)[0] - cam[:, None])
-        out_aware.append(aware(f, torch.tensor([7]), noisy + cam[:, None], cam, std)[0] - cam[:, None])
-    jitter = lambda xs, sl: torch.stack(xs[10:])[:, :, sl].diff(dim=0).abs().mean()  # noqa: E731
+        out_plain.append(plain(f, np.array([7]), noisy + cam_t[:, None], cam_t)[0] - cam_t[:, None])
+        out_aware.append(aware(f, np.array([7]), noisy + cam_t[:, None], cam_t, std)[0] - cam_t[:, None])
+    jitter = lambda xs, sl: np.abs(np.diff(np.stack(xs[10:])[:, :, sl], axis=0)).mean()  # noqa: E731
     assert jitter(out_plain, slice(None)) < 0.6 * jitter(raw, slice(None))
     assert jitter(out_aware, slice(10, 20)) < 0.5 * jitter(out_aware, slice(0, 10))
 
@@ -239,8 +277,9 @@ def test_stochastic_mode_stores_vertex_std_and_draws_a_legend(synth_clip, tmp_pa
 
     video, npz = synth_clip
     out = tmp_path / "q.mp4"
-    _cli(["video", video, "--out", out, "--boxes", npz, "--samples", 3, "--steps", 2, "--max-frames", 2, *TINY], expect=0)
+    _cli(["video", video, "--out", out, "--boxes", npz, "--samples", 3, "--steps", 2, "--max-frames", 3, "--smooth", *TINY], expect=0)
     with np.load(tmp_path / "q.npz") as z:
+        assert np.isfinite(z["verts"].astype(np.float32)).all()  # variance-aware smoothing on the host results
         std = z["vertex_std"].astype(np.float32)
         assert std.shape == (len(z["frame"]), 6890) and (std >= 0).all() and std.max() > 0
         assert z["tokens"].shape[1:] == (3, 54) and int(z["samples"]) == 3
@@ -383,10 +422,10 @@ def test_sigint_finalises_the_outputs(street, tmp_path):
 
 
 # ---- accuracy with the demo weights ----------------------------------------------------------------
-# The session-8 demo weights (`mega-rt eval hmr` on 300 synthetic test crops: det PVE 119.1 mm, the constant
-# mean mesh 266.2 mm, issue #4's target met) measure 87.5 mm here (2 walkers, 12 frames, ground-truth boxes;
-# the demo detector's boxes: 91.3 mm). The session-2 weights measured 395 mm. The bound leaves room for
-# platform differences and guards the pipeline (boxes, crops, camera, rotation, results) against regressions.
+# The demo weights (`mega-rt eval hmr` on 300 synthetic test crops: deterministic PVE 119.1 mm, the constant
+# mean mesh 266.2 mm) measure 87.5 mm here (2 walkers, 12 frames, ground-truth boxes; the demo detector's
+# boxes: 91.3 mm). The bound leaves room for platform differences and guards the pipeline (boxes, crops,
+# camera, rotation, results) against regressions.
 PVE_BOUND_MM = 130.0
 
 
@@ -414,7 +453,7 @@ def test_demo_detector_finds_and_recovers_synthetic_people(tmp_path, assets_dir)
     # The whole detector path (YOLO -> ByteTrack -> crops -> MEGA) on a clip it never saw, scored against
     # the ground truth by box matching. The detector (train/demo_weights/detector.pt, mega-rt train
     # detector) knows synthetic people only; on the 3-person, 60-frame clip of seed 21 it measured
-    # recall 0.95, precision 0.96 with the session-2 MEGA; here, with the session-8 MEGA, recall 1.0, 91.3 mm.
+    # recall 0.95, precision 0.96; here recall 1.0, 91.3 mm.
     from realtime.score import score_results
     from train.synthetic.clip import write_scene_video
     from train.synthetic.scene import SceneConfig
