@@ -4,6 +4,10 @@ Cameras follow `train.geometry` exactly: OpenCV camera frame (x right, y down, z
 u = fx x/z + cx, v = fy y/z + cy with pixel centres at integer (u, v). The conversion to OpenGL clip
 space happens only in the vertex shader below, so a projected vertex lands on the rendered pixel.
 
+Two paths share the camera and the shading: `render` returns the image with coverage, mesh ids and
+depth (the synthetic clips need them; composited in numpy), `overlay` only the composite over a video
+frame, made on the GL side with one read-back (the live overlay).
+
 One renderer = one GL context, created once; the vertex/index buffers and framebuffers are reused
 across frames and only grow. moderngl is imported inside the class (DESIGN.md, style 9).
 """
@@ -435,7 +439,8 @@ class MeshRenderer:
         read back (RGBA8, the driver's plain copy; cv2 drops the alpha); no mask or depth targets.
         colors: as in `render`. Or vertex_values (N,V) with colormap (L,3) floats in [0, 1]: vertex i is
             coloured colormap[int(clip(value / value_max * (L - 1), 0, L - 1))] (an uncertainty heat-map).
-        verts_cam, colors and vertex_values may be numpy arrays or torch tensors on any device.
+        verts_cam, colors and vertex_values may be numpy arrays or torch tensors on any device (copied
+            through the host: the GL buffers are written from host memory).
         """
         frame = np.asarray(frame)
         w, h = camera.width, camera.height
