@@ -1,23 +1,28 @@
-"""The Renderer stage: every person of a frame in one render pass over the frame, boxes and ids, and in
-the stochastic mode the mean mesh coloured by its per-vertex sample spread with a legend."""
+"""The Renderer stage: every person of a frame in one draw over the frame, composited on the GL side
+(`MeshRenderer.overlay`), boxes and ids, and in the stochastic mode the mean mesh coloured by its
+per-vertex sample spread with a legend."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from train.render import Camera, MeshRenderer, RendererConfig
 from realtime.types import FrameResult
+from train.render import DEFAULT_COLORS, Camera, MeshRenderer, RendererConfig
 
 STD_MAX_M = 0.10  # the top of the colour scale: 10 cm of spread between samples
 
 
-def std_colors(vertex_std: np.ndarray, std_max: float = STD_MAX_M) -> np.ndarray:
-    """(K,V) metres -> (K,V,3) BGR floats in [0,1] on OpenCV's TURBO map (blue sure, red unsure)."""
+def std_colormap() -> np.ndarray:
+    """(256,3) BGR floats in [0,1]: OpenCV's TURBO map (blue sure, red unsure)."""
     import cv2
 
+    return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0].astype(np.float32) / 255.0
+
+
+def std_colors(vertex_std: np.ndarray, std_max: float = STD_MAX_M) -> np.ndarray:
+    """(K,V) metres -> (K,V,3) BGR floats in [0,1]: the colours the overlay looks up on the GL side."""
     levels = np.clip(vertex_std / std_max * 255.0, 0, 255).astype(np.uint8)
-    lut = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0]  # (256,3) BGR
-    return lut[levels].astype(np.float32) / 255.0
+    return std_colormap()[levels]
 
 
 def draw_legend(image: np.ndarray, std_max: float = STD_MAX_M) -> None:
@@ -42,6 +47,7 @@ class OverlayRenderer:
     def __init__(self, faces, opacity: float = 0.85, draw_boxes: bool = True, std_max: float = STD_MAX_M):
         self.renderer = MeshRenderer(faces, RendererConfig(samples=0))
         self.opacity, self.draw_boxes, self.std_max = opacity, draw_boxes, std_max
+        self._colormap = std_colormap()
 
     def __call__(self, r: FrameResult) -> np.ndarray:
         import cv2
@@ -49,16 +55,13 @@ class OverlayRenderer:
         frame = r.frame.image_bgr
         h, w = frame.shape[:2]
         cam = Camera.centred(w, h, r.focal)
-        if r.verts_cam.shape[0]:
-            from train.render import DEFAULT_COLORS
-
-            if r.vertex_std is not None:
-                colors = std_colors(r.vertex_std, self.std_max)
-            else:  # a stable colour per track (BGR: the frame is BGR)
-                colors = DEFAULT_COLORS[np.maximum(r.track_ids, 0) % len(DEFAULT_COLORS)][:, ::-1]
-            image = self.renderer.render(r.verts_cam, cam, colors, frame, self.opacity).image
-        else:
-            image = frame.copy()
+        if r.vertex_std is not None:
+            image = self.renderer.overlay(
+                frame, r.verts_cam, cam, opacity=self.opacity, vertex_values=r.vertex_std, colormap=self._colormap, value_max=self.std_max
+            )
+        else:  # a stable colour per track (BGR: the frame is BGR)
+            colors = DEFAULT_COLORS[np.maximum(r.track_ids, 0) % len(DEFAULT_COLORS)][:, ::-1]
+            image = self.renderer.overlay(frame, r.verts_cam, cam, colors, self.opacity)
         if self.draw_boxes:
             for box, tid in zip(r.boxes_xyxy.astype(int), r.track_ids):
                 cv2.rectangle(image, tuple(box[:2]), tuple(box[2:]), (0, 200, 255), 1)

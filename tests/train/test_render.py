@@ -171,3 +171,107 @@ def test_missing_egl_raises_a_one_line_install_hint(monkeypatch):
         MeshRenderer(np.zeros((1, 3), np.int64))
     message = str(err.value)
     assert "\n" not in message and "eglGetDisplay failed" in message and "apt-get install libegl1" in message
+
+
+# -- the overlay path (composite on the GL side) -----------------------------------------------------
+
+
+def three_people(model, cam: Camera) -> np.ndarray:
+    """Three walking people across the frame, the right one partly behind the middle one."""
+    scale = cam.width / CAM.width
+    return np.stack(
+        [
+            person_cam(model, yaw=0.6, at=(-0.9 * scale, 0.05, 3.6), phase=0.3),
+            person_cam(model, yaw=-0.4, at=(0.0, 0.0, 3.0), phase=1.4),
+            person_cam(model, yaw=2.5, at=(0.45 * scale, -0.05, 4.2), phase=2.6),
+        ]
+    ).astype(np.float32)
+
+
+def textured_frame(cam: Camera, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(110, 45, (cam.height, cam.width, 3)), 0, 255).astype(np.uint8)
+
+
+def assert_close_pixels(got: np.ndarray, want: np.ndarray):
+    assert got.shape == want.shape and got.dtype == np.uint8
+    diff = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99.9) <= 3, (diff.mean(), np.percentile(diff, 99.9), diff.max())
+
+
+WIDE = Camera.centred(960, 540, 1100.0)
+
+
+@pytest.mark.parametrize("opacity", [0.85, 1.0])
+@pytest.mark.parametrize("colouring", ["per mesh", "per vertex"])
+def test_overlay_gives_the_composite_of_render(renderer, model, opacity, colouring):
+    verts = three_people(model, WIDE)
+    frame = textured_frame(WIDE)
+    if colouring == "per mesh":
+        colors = np.array([[0.9, 0.6, 0.45], [0.6, 0.85, 0.6], [0.65, 0.74, 0.86]], np.float32)
+    else:  # a smooth ramp over the height, as the uncertainty heat-map gives
+        t = (verts[..., 1] - verts[..., 1].min()) / np.ptp(verts[..., 1])
+        colors = np.stack([t, 1 - t, 0.5 + 0.0 * t], -1).astype(np.float32)
+    want = renderer.render(verts, WIDE, colors, frame, opacity).image
+    got = renderer.overlay(frame, verts, WIDE, colors, opacity)
+    assert_close_pixels(got, want)
+    assert (got != frame).any(axis=-1).mean() > 0.1  # the people are drawn
+
+
+def test_overlay_looks_vertex_values_up_in_a_colormap(renderer, model):
+    verts = three_people(model, WIDE)
+    frame = textured_frame(WIDE, seed=1)
+    values = np.linalg.norm(verts - verts.mean(1, keepdims=True), axis=-1).astype(np.float32)  # 0 .. ~1 m
+    ramp = np.linspace(0, 1, 256, dtype=np.float32)
+    colormap = np.stack([ramp, ramp[::-1], np.full(256, 0.3, np.float32)], 1)
+    levels = np.clip(values / 0.8 * 255.0, 0, 255).astype(np.uint8)
+    want = renderer.render(verts, WIDE, colormap[levels], frame, 0.85).image
+    got = renderer.overlay(frame, verts, WIDE, opacity=0.85, vertex_values=values, colormap=colormap, value_max=0.8)
+    assert_close_pixels(got, want)
+
+
+def test_overlay_takes_torch_tensors_and_odd_sizes(renderer, model):
+    cam = Camera.centred(641, 359, 700.0)
+    verts = three_people(model, cam)
+    frame = textured_frame(cam, seed=2)
+    want = renderer.render(verts, cam, None, frame, 0.85).image
+    got = renderer.overlay(frame, torch.from_numpy(verts), cam, None, 0.85)
+    assert got.shape == (359, 641, 3)
+    assert_close_pixels(got, want)
+
+
+def test_overlay_of_no_people_is_the_frame(renderer):
+    frame = textured_frame(WIDE, seed=3)
+    for empty in (np.zeros((0, B.NUM_VERTS, 3), np.float32), torch.zeros(0, B.NUM_VERTS, 3)):
+        out = renderer.overlay(frame, empty, WIDE, opacity=0.85)
+        assert np.array_equal(out, frame) and out is not frame
+
+
+def test_overlay_culls_by_each_mesh_orientation_and_keeps_open_meshes_two_sided(model):
+    """Back faces are skipped on closed meshes, whichever way their faces wind (reversed faces turn
+    the normals inwards); an open mesh (a quad seen from behind) stays two-sided."""
+    verts = three_people(model, WIDE)
+    frame = textured_frame(WIDE, seed=4)
+    try:
+        flipped = MeshRenderer(np.asarray(model.faces)[:, ::-1].copy())
+        quad_renderer = MeshRenderer(np.array([[0, 1, 2], [0, 2, 3]]))
+    except RendererUnavailable as e:
+        pytest.skip(str(e))
+    with flipped, quad_renderer:
+        assert_close_pixels(flipped.overlay(frame, verts, WIDE, opacity=0.85), flipped.render(verts, WIDE, None, frame, 0.85).image)
+        # one mesh mirrored (x -> -x turns it inside out) among normal ones: two runs of culling
+        mixed = verts.copy()
+        mixed[1, :, 0] = -mixed[1, :, 0]
+        assert_close_pixels(flipped.overlay(frame, mixed, WIDE, opacity=1.0), flipped.render(mixed, WIDE, None, frame, 1.0).image)
+        quad = np.array([[[-0.5, -0.4, 3.0], [0.5, -0.4, 3.0], [0.5, 0.4, 3.0], [-0.5, 0.4, 3.0]]], np.float32)
+        for q in (quad, quad[:, ::-1].copy()):
+            got = quad_renderer.overlay(frame, q, WIDE, (0.2, 0.5, 0.9), 1.0)
+            assert_close_pixels(got, quad_renderer.render(q, WIDE, (0.2, 0.5, 0.9), frame, 1.0).image)
+            assert (got != frame).any(axis=-1).sum() > 10000
+
+
+def test_overlay_rejects_a_frame_of_another_size(renderer, model):
+    with pytest.raises(ValueError, match="frame must be"):
+        renderer.overlay(np.zeros((10, 10, 3), np.uint8), person_cam(model), WIDE)
+    with pytest.raises(ValueError, match="vertex_values must be"):
+        renderer.overlay(textured_frame(WIDE), person_cam(model)[None], WIDE, vertex_values=np.zeros(3), colormap=np.zeros((256, 3)))
