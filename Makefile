@@ -67,3 +67,15 @@ gpu-check:
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The README pictures: a synthetic 3-person clip through `mega-rt video` with the demo weights and the
+# clip's ground-truth boxes, once deterministic (overlay.png) and once with Q=8 samples (uncertainty.png).
+README_CLIP := out/readme/clip
+.PHONY: readme-images
+readme-images: $(STAMP)
+	mkdir -p out/readme docs/images
+	$(BIN)/mega-rt synth $(README_CLIP).mp4 --people 3 --frames 16 --size 960x540 --seed 0
+	$(BIN)/mega-rt video $(README_CLIP).mp4 --boxes $(README_CLIP).npz --out out/readme/overlay.mp4 --no-progress
+	$(BIN)/mega-rt video $(README_CLIP).mp4 --boxes $(README_CLIP).npz --out out/readme/uncertainty.mp4 --samples 8 --no-progress
+	$(BIN)/python docs/frame_png.py out/readme/overlay.mp4 docs/images/overlay.png --frame 12 --width 960
+	$(BIN)/python docs/frame_png.py out/readme/uncertainty.mp4 docs/images/uncertainty.png --frame 12 --width 960
