@@ -96,15 +96,17 @@ def plan(out: Path, device: str, tiny: bool) -> list[Step]:
     common = ["--config", cfg, "--device", device, "--batch", batches, "--repeats", "2" if tiny else "10"]
 
     def oneshot(precision: str, mode: str) -> Step:
-        extra = {"eager": [], "cuda-graphs": ["--backend", "torch", "--cuda-graphs"], "compiled": ["--backend", "torch", "--compile"]}[mode]
+        # eager: the model as the pipeline serves it; CUDA graphs and compile: the oneshot graph on the torch backend
+        how = {"eager": ["model", "--no-stochastic"], "cuda-graphs": ["backend", "--backend", "torch", "--cuda-graphs"],
+               "compiled": ["backend", "--backend", "torch", "--compile"]}[mode]  # fmt: skip
         j = out / f"bench_oneshot_{precision}_{mode}.json"
-        argv = ["bench", *common, "--precision", precision, "--no-stochastic", *extra, "--json", str(j)]
+        argv = ["bench", how[0], *common, "--precision", precision, *how[1:], "--json", str(j)]
         return Step(f"oneshot {precision} {mode}", argv, 180 if mode == "compiled" else 90, j)
 
     first = "fp16" if cuda else "fp32"
     steps = [oneshot(first, "eager")] + ([oneshot(first, "cuda-graphs")] if cuda else [])
     j = out / "bench_stochastic_q8_t5.json"
-    stochastic = ["bench", *common, "--precision", first, "--stochastic", "--samples", "8", "--steps", "5", "--json", str(j)]
+    stochastic = ["bench", "model", *common, "--precision", first, "--stochastic", "--samples", "8", "--steps", "5", "--json", str(j)]
     steps.append(Step("stochastic Q=8 T=5", stochastic, 90, j))
     for n in people:
         clip = out / f"clip_{n}p.mp4"
@@ -113,7 +115,7 @@ def plan(out: Path, device: str, tiny: bool) -> list[Step]:
         steps.append(Step(f"clip {n} people", synth, 150, fallback=(clip, n, frames, size)))
         for render in (True, False):
             j = out / f"pipeline_{n}p_{'render' if render else 'norender'}.json"
-            argv = ["bench-pipeline", str(clip), "--boxes", str(clip.with_suffix(".npz")), "--random-weights", "--config", cfg, "--device", device, "--json", str(j)]
+            argv = ["bench", "pipeline", str(clip), "--boxes", str(clip.with_suffix(".npz")), "--random-weights", "--config", cfg, "--device", device, "--json", str(j)]
             steps.append(Step(f"pipeline {n}p {'render' if render else 'no render'}", argv + ([] if render else ["--no-render"]), 120, j))
     clip = out / f"clip_{people[1]}p.mp4"
     live = ["stream", "--camera", str(clip), "--no-show", "--results", str(out / "live.npz"), "--boxes", str(clip.with_suffix(".npz")),
@@ -229,7 +231,7 @@ def summary_rows(results: dict) -> list[str]:
 def headline(fig: dict) -> str:
     if "results" in fig:  # `mega-rt bench`: one row per (figure, batch)
         return "; ".join(f"{r['name']} b{r['batch']} {r['items_per_s']:.0f}/s" for r in fig["results"][-3:] if "items_per_s" in r)
-    if "fps" in fig:  # `mega-rt bench-pipeline`
+    if "fps" in fig:  # `mega-rt bench pipeline`
         stages = " ".join(f"{k} {v:.1f}" for k, v in (fig.get("stage_ms_per_frame") or {}).items())
         return f"{fig['fps']:.1f} fps, ms/frame: {stages}"
     if "latency_ms" in fig:

@@ -8,6 +8,8 @@ backend's batch range; deterministic (one `oneshot` launch per chunk) or stochas
 
 from __future__ import annotations
 
+from functools import partial
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +80,12 @@ class Regressor:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def __call__(self, crops: Crops) -> MeshPred:
-        n = crops.crops.shape[0]
+        n = crops.images.shape[0]
         if n == 0:
-            z = torch.zeros
+            # on the regressor's device, so that nothing downstream moves an empty batch across
+            z = partial(torch.zeros, device=self.device)
             return MeshPred(z(0, 1, 54, dtype=torch.int32), z(0, 3, 3), z(0, 3), z(0, 6890, 3), z(0, 6890) if self.stochastic else None)
-        parts = [self._run(crops.crops[s : s + self.spec.max_batch]) for s in range(0, n, self.spec.max_batch)]
+        parts = [self._run(crops.images[s : s + self.spec.max_batch]) for s in range(0, n, self.spec.max_batch)]
         cat = lambda i: torch.cat([p[i] for p in parts]) if parts[0][i] is not None else None  # noqa: E731
         return MeshPred(cat(0), cat(1), cat(2), cat(3), cat(4))
 

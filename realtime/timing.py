@@ -1,4 +1,4 @@
-"""Per-stage timing shared by the pipeline threads, the progress bar and `bench-pipeline`.
+"""Per-stage timing shared by the pipeline threads, the progress bar and `bench pipeline`.
 
 A stage on a CUDA device is timed with a pair of CUDA events on the current stream: the device's own
 time for the stage's kernels, and the host never waits for it. The events are read when they have

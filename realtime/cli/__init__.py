@@ -24,7 +24,6 @@ for command in (
     video.video,
     video.stream,
     bench.bench,
-    video.bench_pipeline,
     export.export_cmd,
     export.verify,
     train.train_cmd,

@@ -28,17 +28,6 @@ def parse_batches(text: str) -> tuple[int, ...]:
 
 
 
-def demo_weights_installed() -> bool:
-    from train.checkpoint import CheckpointError
-    from train.demo import demo_weights
-
-    try:
-        demo_weights()
-    except CheckpointError:
-        return False
-    return True
-
-
 def parse_size(text: str, option: str) -> tuple[int, int]:
     """'1280x720' -> (1280, 720); a one-line UserError otherwise."""
     try:

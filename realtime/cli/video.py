@@ -1,4 +1,4 @@
-"""`mega-rt video`, `mega-rt stream` and `mega-rt bench-pipeline`: the CLI side of realtime/pipeline.py.
+"""`mega-rt video` and `mega-rt stream`, the CLI side of realtime/pipeline.py, and the options `bench pipeline` shares.
 
 Exit codes: 0 success
 (also when nobody was detected), 1 runtime failure, 2 bad usage or input (missing file, not a video,
@@ -17,7 +17,7 @@ EXIT_INTERRUPTED = 130
 
 
 def model_options(f):
-    """Options shared by video, stream and bench-pipeline (weights, backend, detector, stochastic mode)."""
+    """Options shared by video, stream and bench pipeline (weights, backend, detector, stochastic mode)."""
     opts = [
         click.option("--weights", type=click.Path(dir_okay=False), default=None, help="MEGA checkpoint (official CVQMAE/mega_* or own); default: the demo weights."),
         click.option("--mesh-weights", type=click.Path(dir_okay=False), default=None, help="Mesh-VQ-VAE checkpoint (MESH_VQVAE/mesh_vqvae_54 or own)."),
@@ -271,38 +271,6 @@ def stream(camera, show, out, results, no_progress, **kw):
                               max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what})  # fmt: skip
     summary = _run(options, kw, detector, regressor, faces, "stream", no_progress)
     _report(summary, options)
-
-
-
-@click.command("bench-pipeline")
-@click.argument("input_path", metavar="IN")
-@click.option("--render/--no-render", default=True, show_default=True, help="Include rendering and mp4 encoding.")
-@click.option("--frame-batch", type=int, default=4, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
-@model_options
-def bench_pipeline(input_path, render, frame_batch, json_path, **kw):
-    """End-to-end fps and per-stage ms of `mega-rt video` on IN (outputs to a temporary folder)."""
-    import platform
-    import tempfile
-    from pathlib import Path
-
-    import torch
-
-    from realtime.pipeline import PipelineOptions
-    from train.io import write_json_atomic
-
-    detector, regressor, faces, what = _build(kw, _source_fps(input_path))
-    with tempfile.TemporaryDirectory() as tmp:
-        options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),
-                                  max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"])  # fmt: skip
-        s = _run(options, kw, detector, regressor, faces, "bench", True)
-    click.echo(f"{input_path}: {what}, backend {kw['backend']}, device {regressor.device}, threads {torch.get_num_threads()}, samples {kw['samples']}")
-    click.echo(s.line())
-    if json_path:
-        write_json_atomic(json_path, dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s,
-                                          stage_ms_per_frame=s.stage_ms, latency_ms=s.latency_ms, weights=what, samples=kw["samples"],
-                                          threads=torch.get_num_threads(), torch=torch.__version__, cpu=platform.processor()))  # fmt: skip
-        click.echo(f"wrote {json_path}")
 
 
 def official_weights_help() -> str:

@@ -45,7 +45,7 @@ def test_a_real_pipeline_step_reports_its_figures(tmp_path):
     clip = tmp_path / "clip.mp4"
     G.write_plain_clip(clip, people=2, frames=3, size="96x64")
     j = tmp_path / "p.json"
-    argv = ["bench-pipeline", str(clip), "--boxes", str(clip.with_suffix(".npz")), "--random-weights", "--config", "mega_tiny", "--device", "cpu", "--no-render", "--json", str(j)]
+    argv = ["bench", "pipeline", str(clip), "--boxes", str(clip.with_suffix(".npz")), "--random-weights", "--config", "mega_tiny", "--device", "cpu", "--no-render", "--json", str(j)]
     env, _ = G.prepared_env()
     o = G.Checker(tmp_path, 300.0, env).run(G.Step("pipeline", argv, 240, j))
     assert o.status == "ok", o.output_tail

@@ -309,15 +309,14 @@ def test_export_meshes_writes_one_obj_per_track_and_frame(synth_clip, tmp_path):
     assert text.count("\nv ") == 6890 and text.count("\nf ") == 13776
 
 
-@pytest.mark.parametrize("command", [["bench", "pipeline"], ["bench-pipeline"]], ids=["bench pipeline", "bench-pipeline"])
-def test_pipeline_benchmark_reports_fps_and_stage_ms(command, synth_clip, tmp_path):
+def test_pipeline_benchmark_reports_fps_and_stage_ms(synth_clip, tmp_path):
     """`bench pipeline IN` times `mega-rt video` on IN with the video command's options."""
     import json
 
     video, npz = synth_clip
     out = tmp_path / "bench.json"
     tiny = ["--config", "mega_tiny", "--threads", 1, "--random-weights"]
-    r = _cli([*command, video, *tiny, "--json", out, "--boxes", npz, "--max-frames", 3, "--no-render"], expect=0)
+    r = _cli(["bench", "pipeline", video, *tiny, "--json", out, "--boxes", npz, "--max-frames", 3, "--no-render"], expect=0)
     figures = json.loads(out.read_text())
     assert figures["frames"] == 3 and figures["fps"] > 0 and figures["threads"] == 1
     assert "random weights (mega_tiny" in figures["weights"] and figures["samples"] == 1

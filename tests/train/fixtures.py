@@ -36,7 +36,9 @@ def write_smpl_model(path, rig, regressor, fmt="pkl"):
 
 
 def write_crop_fixture(folder, rig, count=6, seed=0):
-    """A crop dataset in the format train/synthetic/scene.py writes (plain images: the reader only moves pixels)."""
+    """A crop dataset in the format train/synthetic/crops.py writes (plain images: the reader only moves pixels)."""
+    from train.synthetic.crops import FORMAT, INDEX_FILE, SHARD_FILE
+
     folder.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     body = body_lib.SyntheticBody(rig)
@@ -56,8 +58,8 @@ def write_crop_fixture(folder, rig, count=6, seed=0):
     half = count // 2
     entries = []
     for i, rows in enumerate((slice(0, half), slice(half, count))):
-        np.savez(folder / f"shard-{i:05d}.npz", **{k: v[rows] for k, v in arrays.items()})
-        entries.append({"file": f"shard-{i:05d}.npz", "samples": len(range(count)[rows])})
-    index = {"format": "mega-rt-synth-crops/1", "crop_hw": [224, 224], "image_wh": [1280, 720], "samples": count, "shards": entries}
-    (folder / "index.json").write_text(json.dumps(index))
+        np.savez(folder / SHARD_FILE.format(i), **{k: v[rows] for k, v in arrays.items()})
+        entries.append({"file": SHARD_FILE.format(i), "samples": len(range(count)[rows])})
+    index = {"format": FORMAT, "crop_hw": [224, 224], "image_wh": [1280, 720], "samples": count, "shards": entries}
+    (folder / INDEX_FILE).write_text(json.dumps(index))
     return arrays

@@ -2,7 +2,7 @@
 
 Coordinates: a person box (centre c, side b, pixels) defines normalised crop coordinates
 x_n = (u - c) * 2 / b, so the box spans [-1, 1] vertically (a W < H input keeps the middle W columns,
-as `train.synthetic.scene.crop_camera`). 2D keypoints are kept in these coordinates, which is where MEGA's
+as `train.synthetic.camera.crop_camera`). 2D keypoints are kept in these coordinates, which is where MEGA's
 weak-perspective camera projects: x_n = s * ((R J)_xy + (tx, ty)).
 
 Augmentations act on x_n as x' = k Rot(theta) F x (F: horizontal flip; k = 1 / box scale factor), and

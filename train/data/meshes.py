@@ -2,7 +2,7 @@
 
 A source stores pose parameters and poses a whole batch at once (`verts(indices)`), which costs a few
 ms per batch; the meshes themselves are never held in memory.
-- `SyntheticMeshes`: `count` bodies drawn once from the seed with train/synthetic/body.py's pose and shape
+- `SyntheticMeshes`: `count` bodies drawn once from the seed with train/synthetic/poses.py's pose and shape
   samplers (all four pose archetypes), posed with the synthetic rig.
 - `AmassMeshes`: every `stride`-th frame of the AMASS / BEDLAM animation npz files under a folder
   (`poses` (T, 66 | 72 | 156 | 165), `betas`, optional `gender`), posed with the user's SMPL model.
