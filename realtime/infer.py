@@ -24,7 +24,7 @@ class WeightsMissing(RuntimeError):
 
 NO_WEIGHTS = (
     "no MEGA weights: the demo weights are not installed (train/demo_weights/, built by "
-    "train/train_demo_weights.sh); pass --weights MEGA.pt --mesh-weights TOKENIZER.pt "
+    "`mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package`); pass --weights MEGA.pt --mesh-weights TOKENIZER.pt "
     "(official ones: `mega-rt fetch --weights official`), or --random-weights to test the plumbing"
 )
 

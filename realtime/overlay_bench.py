@@ -1,28 +1,18 @@
 """Render-stage benchmark: ms per frame of `OverlayRenderer` on a synthetic scene of walking people.
 
-    python -m realtime.overlay_bench --people 1 3 40 [--width 1280 --height 720] [--std]
+    mega-rt bench render --people 1,3,40 [--size 1280x720] [--std]
 
-Only `OverlayRenderer(faces)` and `FrameResult` are used, so the same script times any version of the
-overlay that keeps that public API. `bench_overlay(...)` returns the figures for `mega-rt bench`.
+Only `OverlayRenderer(faces)` and `FrameResult` are used: the figure is the render stage of the pipeline
+and nothing else (no model, no encoder).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 import time
 
 import numpy as np
-
-
-def _body_module():
-    try:
-        from train.synthetic import body
-    except ImportError:  # the flat layout: the synthetic body in train/body.py
-        from train import body
-    return body
 
 
 def scene(people: int, width: int, height: int, seed: int = 0, with_std: bool = False):
@@ -31,11 +21,13 @@ def scene(people: int, width: int, height: int, seed: int = 0, with_std: bool = 
 
     from realtime.types import Frame, FrameResult
 
-    B = _body_module()
-    model = B.SyntheticBody(B.load_rig())
+    from train.synthetic.body import SyntheticBody, load_rig
+    from train.synthetic.poses import walking_poses
+
+    model = SyntheticBody(load_rig())
     gen = torch.Generator().manual_seed(seed)
     posed = max(people, 1)  # an empty frame keeps the shapes of a full one
-    pose = B.walking_poses(posed, gen)
+    pose = walking_poses(posed, gen)
     yaw = (torch.rand(posed, generator=gen) * 2 - 1) * math.pi
     out = model.pose(pose, torch.stack([torch.zeros(posed), yaw, torch.zeros(posed)], 1))
     verts = (out.verts - out.joints[:, :1]).numpy()[:people] * np.array([1.0, -1.0, -1.0], np.float32)  # y up -> y down
@@ -98,28 +90,3 @@ def bench_overlay(people: int, width: int = 1280, height: int = 720, frames: int
         "ms_mean": statistics.fmean(times),
         "cpu_ms_median": statistics.median(cpu),  # all threads of the process (a software GL renders in them)
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m realtime.overlay_bench", description=__doc__.splitlines()[0])
-    p.add_argument("--people", type=int, nargs="+", default=[1, 3, 40])
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
-    p.add_argument("--frames", type=int, default=30)
-    p.add_argument("--std", action="store_true", help="colour the meshes by a per-vertex spread (the stochastic mode)")
-    args = p.parse_args(argv)
-    if args.width < 16 or args.height < 16 or min(args.people) < 0 or args.frames < 1:
-        print("overlay_bench: --width/--height must be >= 16, --people >= 0 and --frames >= 1", file=sys.stderr)
-        return 2
-    for n in args.people:
-        r = bench_overlay(n, args.width, args.height, args.frames, with_std=args.std)
-        print(
-            f"render {r['width']}x{r['height']} people={r['people']:<3d} {r['ms_median']:7.2f} ms/frame "
-            f"(median; mean {r['ms_mean']:.2f}; process CPU {r['cpu_ms_median']:.2f} ms)",
-            flush=True,
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ from realtime.cli.video import _build, _run, _source_fps, model_options
 
 @click.group("bench")
 def bench():
-    """Benchmark the model, an inference backend, or the whole video pipeline."""
+    """Benchmark the model, an inference backend, the render stage, or the whole video pipeline."""
 
 
 def _shared_options(f):
@@ -170,3 +170,36 @@ def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
         figures = dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s, stage_ms_per_frame=s.stage_ms,
                        latency_ms=s.latency_ms, weights=what, samples=kw["samples"])  # fmt: skip
         _write_json(json_path, _host_meta(**figures))
+
+
+@bench.command("render")
+@click.option("--people", "people_text", default="1,3,40", show_default=True, help="Comma-separated people per frame.")
+@click.option("--size", default="1280x720", show_default=True, help="Frame size WxH.")
+@click.option("--frames", type=int, default=30, show_default=True, help="Timed frames per figure (median reported).")
+@click.option("--std", is_flag=True, help="Colour the meshes by a per-vertex spread, as the stochastic mode does.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
+def bench_render_cmd(people_text, size, frames, std, json_path):
+    """The render stage alone: ms per frame of the overlay (meshes composited over the frame, boxes, legend)
+    on a synthetic scene of walking people."""
+    from realtime.cli.common import parse_size
+    from realtime.overlay_bench import bench_overlay
+    from train.render import RendererUnavailable
+
+    try:
+        people = tuple(int(x) for x in people_text.split(","))
+    except ValueError:
+        fail(f"--people {people_text!r}: expected comma-separated integers, e.g. 1,3,40")
+    if min(people) < 0 or frames < 1:
+        fail("--people must be >= 0 and --frames >= 1")
+    width, height = parse_size(size, "--size")
+    figures = []
+    try:
+        for n in people:
+            r = bench_overlay(n, width, height, frames, with_std=std)
+            click.echo(f"render {width}x{height} people {n:<3d} {r['ms_median']:8.2f} ms/frame (median; mean {r['ms_mean']:.2f}; process CPU {r['cpu_ms_median']:.2f} ms)")
+            figures.append(r)
+    except RendererUnavailable as e:
+        fail(str(e), 1)
+    if json_path:
+        _write_json(json_path, _host_meta(results=figures, std=std))
+

@@ -136,11 +136,11 @@ def test_bench_reuses_a_cached_engine_whose_batch_range_covers_the_request(cache
     assert len(list(folder.parent.iterdir())) == 1  # nothing new was exported
 
 
-def test_bench_lists_its_three_benchmarks():
+def test_bench_lists_its_benchmarks():
     result = _run("bench", "--help")
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.split("Commands:")[1].strip().splitlines()]
-    assert listed == ["backend", "model", "pipeline"]
+    assert listed == ["backend", "model", "pipeline", "render"]
 
 
 def test_bench_model_times_the_served_model_and_writes_json(cache, tmp_path):

@@ -574,7 +574,7 @@ def test_fp16_oneshot_graph_within_2mm_on_synthetic_crops_with_demo_weights(tmp_
     from train.stages import hmr_dataset
 
     if not (DEMO_DIR / "mega.pt").is_file():
-        pytest.skip(f"demo weights not installed in {DEMO_DIR} (train/train_demo_weights.sh)")
+        pytest.skip(f"demo weights not installed in {DEMO_DIR} (mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package)")
     crops = tmp_path / "crops"
     result = CliRunner().invoke(main, ["synth", "--dataset", str(crops), "--samples", "12", "--seed", "2024"])
     assert result.exit_code == 0, result.output

@@ -3,6 +3,8 @@ plus boxes, ids and the std legend; and the render-stage benchmark runs."""
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 
 import numpy as np
@@ -96,15 +98,26 @@ def test_odd_frame_sizes_and_boxes(scene):
     o.close()
 
 
-def test_benchmark_prints_ms_per_frame(assets_dir, capsys):
-    assert overlay_bench.main(["--people", "0", "2", "--width", "320", "--height", "180", "--frames", "2"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[2] for line in lines] == ["people=0", "people=2"]
-    assert all("ms/frame" in line for line in lines)
+def test_bench_render_prints_ms_per_frame(assets_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from realtime.cli import main
+
+    j = tmp_path / "render.json"
+    r = CliRunner().invoke(main, ["bench", "render", "--people", "0,2", "--size", "320x180", "--frames", "2", "--json", str(j)])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if line.startswith("render ")]
+    assert [line.split()[3] for line in lines] == ["0", "2"] and all("ms/frame" in line for line in lines)
+    assert [f["people"] for f in json.loads(j.read_text())["results"]] == [0, 2]
     r = overlay_bench.bench_overlay(1, 320, 180, frames=2, warmup=1)
     assert r["ms_median"] > 0 and r["cpu_ms_median"] >= 0
 
 
-def test_benchmark_rejects_bad_sizes(capsys):
-    assert overlay_bench.main(["--width", "8"]) == 2
-    assert "--width" in capsys.readouterr().err
+def test_bench_render_rejects_bad_input():
+    from click.testing import CliRunner
+
+    from realtime.cli import main
+
+    for args, word in ((["--size", "8x8"], "--size"), (["--people", "a"], "--people"), (["--frames", "0"], "--frames")):
+        r = CliRunner().invoke(main, ["bench", "render", *args])
+        assert r.exit_code == 2 and word in r.output and "Traceback" not in r.output

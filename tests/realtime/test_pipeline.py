@@ -433,7 +433,7 @@ def test_demo_weights_recover_synthetic_people(tmp_path, assets_dir):
     from train.demo import DEMO_DIR
 
     if not (DEMO_DIR / "mega.pt").is_file():
-        pytest.skip(f"demo weights not installed in {DEMO_DIR} (train/train_demo_weights.sh)")
+        pytest.skip(f"demo weights not installed in {DEMO_DIR} (mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package)")
     from train.synthetic.clip import write_scene_video
     from train.synthetic.scene import SceneConfig
 
