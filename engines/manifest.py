@@ -118,7 +118,7 @@ def check_files(manifest: Manifest, folder) -> None:
     """Refuse graph files that changed after the export (sha256 against the manifest)."""
     from engines.onnx_export import file_sha256
 
-    for name, entry in manifest.graphs.items():
+    for entry in manifest.graphs.values():
         path = Path(folder) / entry["file"]
         if not path.is_file():
             raise EngineMismatch(f"{folder}: graph file {entry['file']} is missing; rebuild: {manifest.rebuild_command}")

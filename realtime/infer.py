@@ -8,9 +8,8 @@ backend's batch range; deterministic (one `oneshot` launch per chunk) or stochas
 
 from __future__ import annotations
 
-from functools import partial
-
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch

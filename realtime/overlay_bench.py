@@ -20,7 +20,6 @@ def scene(people: int, width: int, height: int, seed: int = 0, with_std: bool = 
     import torch
 
     from realtime.types import Frame, FrameResult
-
     from train.synthetic.body import SyntheticBody, load_rig
     from train.synthetic.poses import walking_poses
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 
 from train import metrics
-from train.geometry import rot6d_to_matrix
 
 
 @dataclass(frozen=True)

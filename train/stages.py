@@ -75,12 +75,12 @@ def mesh_dataset(cfg: TrainConfig):
 def hmr_dataset(cfg: TrainConfig, model_cfg: MegaConfig, backbone, augment: bool = True, crop_dirs=None, hmr_npz=None,
                 image_dirs=None, sequential: bool = False):  # fmt: skip
     """The HMR crops of `cfg` (or of the given sources); `sequential` reads every sample once, in order."""
-    from train.synthetic import body as body_lib
     from train.data.batches import HmrBatches
     from train.data.crops import CropShards
     from train.data.hmr_npz import HmrAnnotations
     from train.data.joints import synthetic_joint_regressor
     from train.data.smpl import SmplBody
+    from train.synthetic import body as body_lib
 
     crop_dirs = cfg.crop_dirs if crop_dirs is None else crop_dirs
     hmr_npz = cfg.hmr_npz if hmr_npz is None else hmr_npz
@@ -295,9 +295,9 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
     the token loss through two Dropout(0.5) layers (on the synthetic demo it stayed at the best-constant
     level for ~3000 hmr steps).
     """
-    from train.synthetic import body as body_lib
     from train.model.backbones import build_backbone, check_backbone_matches_config
     from train.model.mega import rotcam_modules
+    from train.synthetic import body as body_lib
 
     model_cfg = named_config(cfg.model_config, MegaConfig)
     if model_cfg.backbone != "hrnet":

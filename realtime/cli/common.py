@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+
 class UserError(click.ClickException):
     """A one-line error for the user (no traceback), exit code 2."""
 

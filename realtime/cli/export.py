@@ -6,6 +6,7 @@ import click
 
 from realtime.cli.common import fail, mega_config, parse_range
 
+
 @click.command("export")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tensorrt", "torch-tensorrt"]), default="onnx", show_default=True, help="Artefact to build.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None, help="Precision inside the graphs (default: fp32 for onnx, fp16 for TensorRT).")

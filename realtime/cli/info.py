@@ -6,6 +6,7 @@ import click
 
 from realtime.cli.common import fail
 
+
 @click.command()
 def info():
     """Show versions, the compute device and which assets are present."""

@@ -6,6 +6,7 @@ import click
 
 from realtime.cli.common import fail, parse_size
 
+
 @click.command()
 @click.argument("out", required=False, type=click.Path(dir_okay=False))
 @click.option("--people", type=int, default=3, show_default=True, help="People in the scene.")

@@ -6,6 +6,7 @@ import click
 
 from realtime.cli.common import fail, parse_samples, train_errors
 
+
 @click.command("train")
 @click.argument("stage", required=False, type=click.Choice(["tokenizer", "backbone", "pretrain", "hmr", "detector"]))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Flat YAML of a TrainConfig (e.g. configs/train_hmr_synthetic.yaml) or, for detector, a DetectorTrainConfig.")

@@ -84,8 +84,8 @@ def _build(kw: dict, fps: float | None = None):
     from realtime.detect import DetectorError, build_detector
     from realtime.infer import WeightsMissing, build_regressor, load_models
     from train.assets import AssetError
-    from train.synthetic.body import TEMPLATE_ASSET, read_template_ply
     from train.checkpoint import CheckpointError
+    from train.synthetic.body import TEMPLATE_ASSET, read_template_ply
 
     device = kw["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     if kw["threads"]:
@@ -145,9 +145,9 @@ def _run(options, kw, detector, regressor, faces, progress_label: str, no_progre
     from tqdm import tqdm
 
     from realtime.pipeline import run_pipeline
-    from train.render import RendererUnavailable
     from realtime.sinks import SinkError
     from realtime.sources import SourceError, VideoSource
+    from train.render import RendererUnavailable
 
     try:
         source = VideoSource(options.source, live=options.live, pace=options.pace, max_frames=kw["max_frames"])

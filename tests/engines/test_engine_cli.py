@@ -49,7 +49,6 @@ def test_export_random_tiny_stochastic_writes_into_the_cache_with_a_summary(cach
 def test_export_official_checkpoint_then_verify_against_torch(cache, reference_dir, assets_dir, tmp_path):
     """The HRNet fixture (official format, strict loading) through export, then `mega-rt verify`."""
     from tests.reference import mini_config
-
     from train.config import config_to_dict
 
     manifest = json.loads((reference_dir / "fixtures" / "manifest.json").read_text())

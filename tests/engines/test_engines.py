@@ -191,7 +191,6 @@ def test_onnxruntime_loop_reproduces_pytorch_samples(stoch_fp32, models, cfg):
 @pytest.fixture(scope="module")
 def official(reference_dir, assets_dir, tmp_path_factory):
     from tests.reference import mini_config  # the fixture's config, defined once in the parity tests
-
     from train.checkpoint import load_mega
     from train.model.mesh_vqvae import MeshVQVAE
 
@@ -210,9 +209,8 @@ def official(reference_dir, assets_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("setting", ["gen_T5_temp1", "gen_T5_temp4.5", "gen_T1_temp0"])
 def test_exported_step_reproduces_every_official_step(official, reference_dir, setting):
-    from tests.reference import replay_official_noise
-
     from engines.backends.torch_backend import TorchBackend
+    from tests.reference import replay_official_noise
 
     manifest, cfg, model, mesh, step_path = official
     rng = manifest["rng"]["cvqmae_hrnet"][setting]

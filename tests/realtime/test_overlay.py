@@ -3,9 +3,8 @@ plus boxes, ids and the std legend; and the render-stage benchmark runs."""
 
 from __future__ import annotations
 
-import json
-
 import dataclasses
+import json
 
 import numpy as np
 import pytest

@@ -123,9 +123,9 @@ def test_crop_batches_several_frames_in_one_call(street):
 def test_pose_recovers_the_full_image_translation():
     """cam_crop from the synthetic ground truth -> pose -> the camera translation and vertices back."""
     from realtime.pose import pose
-    from train.synthetic.camera import cam_full_to_crop
     from realtime.types import Crops, MeshPred
     from train.geometry import full_image_focal
+    from train.synthetic.camera import cam_full_to_crop
 
     wh = torch.tensor([1280.0, 720.0])
     cam_t = torch.tensor([[0.4, 0.2, 6.0], [-1.0, 0.1, 12.0]])
@@ -146,7 +146,7 @@ def test_collect_splits_one_packed_copy_into_the_frames(stochastic):
     """Mixed dtypes (int32 tokens, fp16 and bf16 outputs) come back exactly, each frame gets its own rows
     (frames without people too), and a batch whose rows do not match the detections is an error."""
     from realtime.collect import Collector
-    from realtime.types import Detections, Frame, MeshPred, Meshes
+    from realtime.types import Detections, Frame, Meshes, MeshPred
 
     counts, q, v = [2, 0, 3], 3 if stochastic else 1, 40
     n = sum(counts)
@@ -454,9 +454,9 @@ def test_demo_detector_finds_and_recovers_synthetic_people(tmp_path, assets_dir)
     # detector) knows synthetic people only; on the 3-person, 60-frame clip of seed 21 it measured
     # recall 0.95, precision 0.96; here recall 1.0, 91.3 mm.
     from realtime.score import score_results
+    from train.demo import DEMO_DIR
     from train.synthetic.clip import write_scene_video
     from train.synthetic.scene import SceneConfig
-    from train.demo import DEMO_DIR
 
     detector = DEMO_DIR / "detector.pt"
     if not ((DEMO_DIR / "mega.pt").is_file() and detector.is_file()):

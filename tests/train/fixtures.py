@@ -8,9 +8,9 @@ import pickle
 import numpy as np
 import torch
 
+from train.geometry import axis_angle_to_matrix
 from train.synthetic import body as body_lib
 from train.synthetic.poses import sample_poses, sample_shapes
-from train.geometry import axis_angle_to_matrix
 
 
 def write_smpl_model(path, rig, regressor, fmt="pkl"):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import ROOT
 from train.config import (
     CONFIG_DIR,
     ConfigError,
@@ -23,7 +24,6 @@ from train.config import (
     load_config,
 )
 
-from tests.helpers import ROOT
 YAMLS = sorted((ROOT / "configs").glob("*.yaml"))
 
 

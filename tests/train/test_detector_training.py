@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from realtime.cli import main
-from train.synthetic.detection import DetectionDatasetConfig, write_detection_dataset, yolo_label_lines
 from train.config import ConfigError, load_config
 from train.detector import DetectorTrainConfig
+from train.synthetic.detection import DetectionDatasetConfig, write_detection_dataset, yolo_label_lines
 
 
 def test_yolo_label_lines_by_hand():

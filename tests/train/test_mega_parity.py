@@ -9,18 +9,15 @@ and must then reproduce every step token for token.
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
 import torch
 
+from tests.reference import mini_config, replay_official_noise
 from train import sampling
 from train.checkpoint import CheckpointError, load_mega, load_pretrain_model, read_checkpoint
-from train.config import MegaConfig
-from train.model.mega import Mega, fold_empty_encoder
-
-from tests.reference import mini_config, replay_official_noise
+from train.model.mega import fold_empty_encoder
 
 MODELS = ["hrnet", "resnet", "vit"]
 TOL = 1e-4

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from train.geometry import axis_angle_to_matrix, project
 from train.render import Camera, MeshRenderer, RendererConfig, RendererUnavailable
 from train.synthetic import body as B
 from train.synthetic.poses import walking_pose
-from train.geometry import axis_angle_to_matrix, project
 
 
 def person_cam(model, yaw=0.5, at=(0.0, 0.0, 2.8), phase=1.0):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.synthetic import body as body_lib
+from tests.train.fixtures import write_crop_fixture, write_smpl_model
 from train.data import augment
 from train.data.crops import CropShards, DatasetError
 from train.data.hmr_npz import HmrAnnotations
@@ -19,7 +19,7 @@ from train.data.meshes import AmassMeshes, SyntheticMeshes
 from train.data.mixing import Mixer, Sequential, micro_batch_samples
 from train.data.smpl import SmplBody, SmplError
 from train.geometry import axis_angle_to_matrix
-from tests.train.fixtures import write_crop_fixture, write_smpl_model
+from train.synthetic import body as body_lib
 
 
 @pytest.fixture(scope="module")

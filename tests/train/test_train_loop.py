@@ -16,13 +16,12 @@ import pytest
 import torch
 import yaml
 
-from train.synthetic import body as body_lib
+from tests.helpers import ROOT
+from tests.train.fixtures import write_crop_fixture, write_smpl_model
 from train.config import MeshVQVAEConfig, TrainConfig, config_to_dict
 from train.data.mixing import micro_batch_samples
 from train.distributed import DistInfo
-from tests.train.fixtures import write_crop_fixture, write_smpl_model
-
-from tests.helpers import ROOT
+from train.synthetic import body as body_lib
 
 TINY_MEGA = dict(
     name="mega_test_tiny", backbone="hrnet", hrnet_width=8, input_height=64, input_width=64, emb_dim=32,

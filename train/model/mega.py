@@ -25,7 +25,7 @@ from torch import nn
 
 from train.config import MegaConfig
 from train.geometry import rot6d_to_matrix
-from train.model.transformer import Blocks, Block, single_token_block
+from train.model.transformer import Block, Blocks, single_token_block
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:

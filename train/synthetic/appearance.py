@@ -20,7 +20,6 @@ import numpy as np
 from train.synthetic.body import JOINT_NAMES, SyntheticBody
 from train.synthetic.camera import CameraRig
 
-
 # ----------------------------------------------------------------------------------------------------
 # Procedural background (RGB)
 
