@@ -142,7 +142,9 @@ class OneShotGraph(nn.Module):
     def __init__(self, model: nn.Module, mesh_vqvae: nn.Module):
         super().__init__()
         if model.encoder is not None:
-            raise ValueError("OneShotGraph takes the decoder-only MEGA (train.model.mega.decoder_only), whose empty encoder is folded")
+            raise ValueError(
+                "OneShotGraph takes the decoder-only MEGA (train.model.mega.decoder_only), whose empty encoder is folded"
+            )
         self.model = model
         self.mesh_vqvae = mesh_vqvae
         self.dtype = _model_dtype(model)
@@ -215,7 +217,9 @@ class MeshDecoderGraph(nn.Module):
 
 
 # ---- example inputs -----------------------------------------------------------------------------
-def example_inputs(graph: str, batch: int, cfg, samples: int = 1, seed: int = 0, device="cpu") -> dict[str, torch.Tensor]:
+def example_inputs(
+    graph: str, batch: int, cfg, samples: int = 1, seed: int = 0, device="cpu"
+) -> dict[str, torch.Tensor]:
     """Valid inputs of `graph` for `batch` crops (rows = batch * samples for step and mesh).
 
     Images are standard normal (what ImageNet-normalised crops look like); the step gets a partly

@@ -108,12 +108,16 @@ def bench_backend(
             samples=samples,
             steps=steps,
         )
-        folder = Path(engine) if engine is not None else find_or_export(cfg, spec, assets_dir=assets_dir, progress=progress)
+        folder = (
+            Path(engine) if engine is not None else find_or_export(cfg, spec, assets_dir=assets_dir, progress=progress)
+        )
         manifest = Manifest.read(folder)
         if (manifest.mode == "stochastic") != (mode == "stochastic"):
             raise ValueError(f"{folder} is a {manifest.mode} engine; give one --engine per mode, or no --engine")
         backends = load_graph_backends(folder, manifest, backend, threads=threads, cuda_graphs=cuda_graphs)
-        runners[mode] = MegaRunner(backends, cfg.seq_length, cfg.num_embeddings, manifest.samples, manifest.steps or steps, cfg.temperature)
+        runners[mode] = MegaRunner(
+            backends, cfg.seq_length, cfg.num_embeddings, manifest.samples, manifest.steps or steps, cfg.temperature
+        )
         meta[f"{mode}_engine"] = str(folder)
 
     results: list[BenchResult] = []
@@ -122,7 +126,9 @@ def bench_backend(
     with torch.inference_mode():
         for b in batches:
             images = example_inputs("oneshot", b, cfg, device=dev)["images"]
-            r = _result(f"{backend} oneshot graph", b, _time(lambda: oneshot.deterministic(images), repeats, warmup, dev), b)
+            r = _result(
+                f"{backend} oneshot graph", b, _time(lambda: oneshot.deterministic(images), repeats, warmup, dev), b
+            )
             progress(r.line())
             results.append(r)
             if not stochastic:
@@ -149,7 +155,12 @@ def bench_backend(
                 progress(r.line())
                 results.append(r)
             r = _result(
-                f"{backend} stochastic total", b, total, b, samples=runner.samples, steps=runner.steps,
+                f"{backend} stochastic total",
+                b,
+                total,
+                b,
+                samples=runner.samples,
+                steps=runner.steps,
                 step_ms=round(statistics.median(stages["step"]) / runner.steps, 2),
             )
             progress(r.line())

@@ -101,7 +101,16 @@ def folder_for(cfg, weights_hash_: str, spec: ExportSpec, root: Path | None = No
 
 
 def rebuild_command(models: Models, spec: ExportSpec) -> str:
-    args = ["mega-rt", "export", "--format", spec.format, "--precision", spec.precision, "--batch", ":".join(map(str, spec.batch))]
+    args = [
+        "mega-rt",
+        "export",
+        "--format",
+        spec.format,
+        "--precision",
+        spec.precision,
+        "--batch",
+        ":".join(map(str, spec.batch)),
+    ]
     if spec.stochastic:
         args += ["--stochastic", "--samples", str(spec.samples), "--steps", str(spec.steps)]
     w = models.weights
@@ -127,13 +136,12 @@ def _profile(graph: str, spec: ExportSpec, cfg) -> dict:
     """input name -> [min, opt, max] shapes (rows = crops x rows-per-crop)."""
     ins, _ = adapters.graph_specs(graph, cfg, NUM_VERTS)
     r = spec.rows(graph)
-    return {
-        name: [[b * r if d == -1 else d for d in s.shape] for b in spec.batch]
-        for name, s in ins.items()
-    }
+    return {name: [[b * r if d == -1 else d for d in s.shape] for b in spec.batch] for name, s in ins.items()}
 
 
-def export_engine(models: Models, spec: ExportSpec, root: Path | None = None, progress=print, parity: bool = True) -> ExportResult:
+def export_engine(
+    models: Models, spec: ExportSpec, root: Path | None = None, progress=print, parity: bool = True
+) -> ExportResult:
     """Export every graph of `spec`, build plans for TensorRT formats, measure parity, write the manifest."""
     from engines.onnx_export import export_graph
 

@@ -39,7 +39,9 @@ def load_backend(
     """One graph's backend, chosen by what `path_or_name` is (see the module docstring)."""
     if str(path_or_name) == "torch":
         if models is None or graph is None:
-            raise BackendError("the torch backend needs the models and a graph name: load_backend('torch', 'oneshot', models=...)")
+            raise BackendError(
+                "the torch backend needs the models and a graph name: load_backend('torch', 'oneshot', models=...)"
+            )
         from engines.models import torch_backends
 
         return torch_backends(models, [graph], precision, samples, device, compile, cuda_graphs)[graph]
@@ -64,15 +66,21 @@ def load_backend(
         from engines.trt_build import runtime_info
 
         if manifest is None:
-            raise EngineMismatch(f"{path}: a TensorRT plan without its manifest.json cannot be checked; rebuild with `mega-rt export --format tensorrt`")
+            raise EngineMismatch(
+                f"{path}: a TensorRT plan without its manifest.json cannot be checked; rebuild with `mega-rt export --format tensorrt`"
+            )
         info = runtime_info()
         check_runtime(manifest, path.parent, info.tensorrt_version, info.compute_capability, info.gpu_name)
         entry = manifest.graphs.get(graph, {})
         return TensorRTBackend(path, graph, cuda_graphs=cuda_graphs, tensor_names=entry.get("tensor_names"))
-    raise BackendError(f"{path}: unknown artefact type {path.suffix!r} (.onnx for onnxruntime, .plan/.engine for TensorRT)")
+    raise BackendError(
+        f"{path}: unknown artefact type {path.suffix!r} (.onnx for onnxruntime, .plan/.engine for TensorRT)"
+    )
 
 
-def load_graph_backends(folder, manifest: Manifest | None = None, backend: str | None = None, models=None, **opts) -> dict:
+def load_graph_backends(
+    folder, manifest: Manifest | None = None, backend: str | None = None, models=None, **opts
+) -> dict:
     """Every graph of an engine folder on one backend (default: the one its format is for).
 
     `backend="onnxruntime"` on a TensorRT folder runs the ONNX files the plans were built from;
@@ -100,11 +108,19 @@ def load_graph_backends(folder, manifest: Manifest | None = None, backend: str |
         else:
             if manifest.format == "onnx":
                 raise BackendError(f"{folder} holds ONNX graphs; build plans with `mega-rt export --format tensorrt`")
-            out[graph] = load_backend(folder / entry["file"], graph, **{k: v for k, v in opts.items() if k == "cuda_graphs"})
+            out[graph] = load_backend(
+                folder / entry["file"], graph, **{k: v for k, v in opts.items() if k == "cuda_graphs"}
+            )
     return out
 
 
-def load_runner(path, backend: str | None = None, expect_config_hash: str | None = None, expect_weights_hash: str | None = None, **opts):
+def load_runner(
+    path,
+    backend: str | None = None,
+    expect_config_hash: str | None = None,
+    expect_weights_hash: str | None = None,
+    **opts,
+):
     """A MegaRunner over an engine folder (deterministic: oneshot; stochastic: encode, step, mesh)."""
     from engines.runner import MegaRunner
 

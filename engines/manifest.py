@@ -79,11 +79,15 @@ class Manifest:
 
     def graph_path(self, folder: str | Path, graph: str) -> Path:
         if graph not in self.graphs:
-            raise EngineMismatch(f"{folder}: this {self.mode} engine has no {graph!r} graph (it has {', '.join(self.graphs)})")
+            raise EngineMismatch(
+                f"{folder}: this {self.mode} engine has no {graph!r} graph (it has {', '.join(self.graphs)})"
+            )
         return Path(folder) / self.graphs[graph]["file"]
 
 
-def check_runtime(manifest: Manifest, folder, tensorrt_version: str, compute_capability: str, gpu_name: str = "") -> None:
+def check_runtime(
+    manifest: Manifest, folder, tensorrt_version: str, compute_capability: str, gpu_name: str = ""
+) -> None:
     """Refuse a TensorRT plan built for another TensorRT version or GPU architecture."""
     if manifest.format not in ("tensorrt", "torch-tensorrt"):
         return
@@ -97,10 +101,14 @@ def check_runtime(manifest: Manifest, folder, tensorrt_version: str, compute_cap
             f"(this GPU is {compute_capability} / {gpu_name})"
         )
     if problems:
-        raise EngineMismatch(f"{folder}: engine built for {' and '.join(problems)}; rebuild: {manifest.rebuild_command}")
+        raise EngineMismatch(
+            f"{folder}: engine built for {' and '.join(problems)}; rebuild: {manifest.rebuild_command}"
+        )
 
 
-def check_model(manifest: Manifest, folder, mega_config_hash: str | None = None, weights_hash: str | None = None) -> None:
+def check_model(
+    manifest: Manifest, folder, mega_config_hash: str | None = None, weights_hash: str | None = None
+) -> None:
     """Refuse an engine built from another config or other weights than the caller expects."""
     if mega_config_hash is not None and manifest.mega_config_hash != mega_config_hash:
         raise EngineMismatch(
@@ -121,9 +129,13 @@ def check_files(manifest: Manifest, folder) -> None:
     for entry in manifest.graphs.values():
         path = Path(folder) / entry["file"]
         if not path.is_file():
-            raise EngineMismatch(f"{folder}: graph file {entry['file']} is missing; rebuild: {manifest.rebuild_command}")
+            raise EngineMismatch(
+                f"{folder}: graph file {entry['file']} is missing; rebuild: {manifest.rebuild_command}"
+            )
         if entry.get("sha256") and file_sha256(path) != entry["sha256"]:
-            raise EngineMismatch(f"{path}: does not match its manifest (edited or partly written); rebuild: {manifest.rebuild_command}")
+            raise EngineMismatch(
+                f"{path}: does not match its manifest (edited or partly written); rebuild: {manifest.rebuild_command}"
+            )
 
 
 def as_dict(manifest: Manifest) -> dict:

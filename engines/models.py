@@ -87,7 +87,9 @@ def build_models(source: ModelSource, assets_dir=None, expect_sha256: dict | Non
     if expect_sha256:
         for key, sha in expect_sha256.items():
             if sha and weights.get(key, {}).get("sha256") != sha:
-                raise EngineMismatch(f"{weights[key].get('path')}: weights changed since the engine was built (sha256 differs)")
+                raise EngineMismatch(
+                    f"{weights[key].get('path')}: weights changed since the engine was built (sha256 differs)"
+                )
     oneshot = decoder_only(full)
     return Models(source, cfg, mesh_cfg, full, oneshot, mesh_vqvae.eval(), weights, weights_hash(weights, cfg))
 
@@ -102,7 +104,8 @@ def weights_hash(weights: dict, cfg) -> str:
     from train.config import config_hash
 
     blob = "|".join(
-        f"{k}:{v.get('sha256') or 'random-' + str(v['random_seed']) + '-' + config_hash(cfg)}" for k, v in sorted(weights.items())
+        f"{k}:{v.get('sha256') or 'random-' + str(v['random_seed']) + '-' + config_hash(cfg)}"
+        for k, v in sorted(weights.items())
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -121,7 +124,9 @@ def models_from_manifest(manifest: Manifest, assets_dir=None) -> Models:
     )
     models = build_models(source, assets_dir, expect_sha256={k: v.get("sha256") for k, v in w.items()})
     if models.weights_hash != manifest.weights_hash:
-        raise EngineMismatch(f"rebuilt models do not match the engine's weights hash; rebuild: {manifest.rebuild_command}")
+        raise EngineMismatch(
+            f"rebuilt models do not match the engine's weights hash; rebuild: {manifest.rebuild_command}"
+        )
     return models
 
 
@@ -141,7 +146,9 @@ def prepare_for_serving(models: Models, warn=_stderr) -> Models:
     try:
         backbone = prepare_for_inference(models.full.backbone)
     except RuntimeError as e:
-        warn(f"warning: BatchNorm folding / channels_last not applied to the {models.cfg.name} backbone ({e}); running it unfolded")
+        warn(
+            f"warning: BatchNorm folding / channels_last not applied to the {models.cfg.name} backbone ({e}); running it unfolded"
+        )
         return models
     models.full.backbone = backbone
     models.oneshot.backbone = backbone
@@ -165,7 +172,9 @@ def graph_module(graph: str, models: Models, precision: str = "fp32", samples: i
     raise KeyError(f"unknown graph {graph!r} ({', '.join(adapters.GRAPHS)})")
 
 
-def torch_backends(models: Models, graphs, precision: str = "fp32", samples: int = 1, device=None, compile=False, cuda_graphs=False) -> dict:
+def torch_backends(
+    models: Models, graphs, precision: str = "fp32", samples: int = 1, device=None, compile=False, cuda_graphs=False
+) -> dict:
     """graph name -> TorchBackend running that graph's adapter over `models`."""
     from engines.backends.torch_backend import TorchBackend
 

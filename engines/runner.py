@@ -31,7 +31,15 @@ class StochasticResult:
 class MegaRunner:
     """Holds the backends of one engine folder (any mix of torch / onnxruntime / tensorrt)."""
 
-    def __init__(self, backends: dict, seq_length: int, codebook_size: int, samples: int = 1, steps: int = 5, temperature: float = 1.0):
+    def __init__(
+        self,
+        backends: dict,
+        seq_length: int,
+        codebook_size: int,
+        samples: int = 1,
+        steps: int = 5,
+        temperature: float = 1.0,
+    ):
         self.backends = backends
         self.seq_length = seq_length
         self.codebook_size = codebook_size

@@ -95,14 +95,18 @@ def build_plan(onnx_path: str | Path, target: PlanTarget, log=print) -> dict:
     # parse_from_file resolves external weight files next to the model
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BuildError(f"{onnx_path.name}: TensorRT {trt.__version__} cannot parse it: {errors[0] if errors else 'unknown error'}")
+        raise BuildError(
+            f"{onnx_path.name}: TensorRT {trt.__version__} cannot parse it: {errors[0] if errors else 'unknown error'}"
+        )
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(target.workspace_bytes))
     opt_profile = builder.create_optimization_profile()
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     if set(profile) != names:
-        raise BuildError(f"{onnx_path.name}: profile covers {sorted(profile)}, the network's inputs are {sorted(names)}")
+        raise BuildError(
+            f"{onnx_path.name}: profile covers {sorted(profile)}, the network's inputs are {sorted(names)}"
+        )
     for name, (lo, opt, hi) in profile.items():
         opt_profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(opt_profile)
@@ -135,7 +139,11 @@ def _save_plan(plan, target: PlanTarget, seconds: float, log, how: str = "") -> 
     write_bytes_atomic(path, bytes(plan))
     size = path.stat().st_size
     log(f"  built {path.name}{how} in {seconds:.1f} s ({size / 1e6:.1f} MB)")
-    return {"seconds": round(seconds, 2), "bytes": size, "timing_cache": str(target.timing_cache) if target.timing_cache else None}
+    return {
+        "seconds": round(seconds, 2),
+        "bytes": size,
+        "timing_cache": str(target.timing_cache) if target.timing_cache else None,
+    }
 
 
 def build_plan_torch_tensorrt(module, feeds: dict, target: PlanTarget, log=print) -> dict:

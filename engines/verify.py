@@ -39,9 +39,13 @@ def diff_tensors(name: str, a: torch.Tensor, b: torch.Tensor) -> Diff:
         raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
     if a.is_floating_point() or b.is_floating_point():
         d = (a.double() - b.double()).abs()
-        return Diff(name, False, float(d.max()) if d.numel() else 0.0, float(d.mean()) if d.numel() else 0.0, -1, d.numel())
+        return Diff(
+            name, False, float(d.max()) if d.numel() else 0.0, float(d.mean()) if d.numel() else 0.0, -1, d.numel()
+        )
     ne = a.long() != b.long()
-    return Diff(name, True, float(ne.any()), float(ne.double().mean()) if ne.numel() else 0.0, int(ne.sum()), ne.numel())
+    return Diff(
+        name, True, float(ne.any()), float(ne.double().mean()) if ne.numel() else 0.0, int(ne.sum()), ne.numel()
+    )
 
 
 def compare_outputs(reference: dict, candidate: dict) -> dict[str, Diff]:
@@ -62,7 +66,11 @@ def summarise(diffs: dict[str, Diff]) -> dict:
     """Compact figures for a manifest / summary: float outputs' max abs, exact outputs' mismatches."""
     out = {}
     for n, d in diffs.items():
-        out[n] = {"mismatched": d.mismatched, "numel": d.numel} if d.exact else {"max_abs": d.max_abs, "mean_abs": d.mean_abs}
+        out[n] = (
+            {"mismatched": d.mismatched, "numel": d.numel}
+            if d.exact
+            else {"max_abs": d.max_abs, "mean_abs": d.mean_abs}
+        )
     return out
 
 
@@ -74,11 +82,18 @@ def shared_noise(rows: int, num_tokens: int, codebook_size: int, steps: int, tem
     noise = []
     for t in range(1, steps + 1):
         temp = sampling.step_temperature(t, steps, temperature)
-        noise.append((temp * sampling.gumbel((rows, num_tokens, codebook_size), g), temp * sampling.gumbel((rows, num_tokens), g)))
+        noise.append(
+            (
+                temp * sampling.gumbel((rows, num_tokens, codebook_size), g),
+                temp * sampling.gumbel((rows, num_tokens), g),
+            )
+        )
     return noise
 
 
-def loop_parity(reference: dict, candidate: dict, cfg, samples: int, steps: int, temperature: float, batch: int, seed: int = 0) -> dict[str, Diff]:
+def loop_parity(
+    reference: dict, candidate: dict, cfg, samples: int, steps: int, temperature: float, batch: int, seed: int = 0
+) -> dict[str, Diff]:
     """The whole stochastic loop on two sets of backends (encode, step, mesh) with the same images and noise.
 
     The noise is drawn once on the CPU (`shared_noise`, in `Mega.generate`'s order) and passed pre-scaled
@@ -94,7 +109,10 @@ def loop_parity(reference: dict, candidate: dict, cfg, samples: int, steps: int,
         runner = MegaRunner(backends, cfg.seq_length, cfg.num_embeddings, samples, steps, temperature)
         results.append(runner.stochastic(images.to(backends["encode"].device), noise=noise))
     a, b = results
-    return {name: diff_tensors(name, getattr(a, name), getattr(b, name)) for name in ("tokens", "verts", "rot6d", "rotmat", "cam_crop")}
+    return {
+        name: diff_tensors(name, getattr(a, name), getattr(b, name))
+        for name in ("tokens", "verts", "rot6d", "rotmat", "cam_crop")
+    }
 
 
 def _rows(manifest, graph: str) -> int:
@@ -129,7 +147,9 @@ def measure_parity(folder, manifest, models, batch: int, progress=print) -> dict
         out["graphs"][g] = summarise(diffs)
         progress(f"  {g:<7} " + "  ".join(d.line().replace("  ", " ") for d in diffs.values()))
     if manifest.mode == "stochastic":
-        diffs = loop_parity(reference, candidates, models.cfg, manifest.samples, manifest.steps, manifest.temperature, batch, seed=7)
+        diffs = loop_parity(
+            reference, candidates, models.cfg, manifest.samples, manifest.steps, manifest.temperature, batch, seed=7
+        )
         out["loop"] = {"seed": 7, **summarise(diffs)}
         tokens, verts = diffs["tokens"], diffs["verts"]
         progress(
@@ -159,7 +179,9 @@ def _side(arg: str):
     raise ValueError(f"{arg}: not an engine folder, engine file, nor a backend name (torch, onnxruntime, tensorrt)")
 
 
-def verify_pair(reference: str, candidate: str, batch: int = 2, seed: int = 0, threads: int | None = None, progress=print) -> dict:
+def verify_pair(
+    reference: str, candidate: str, batch: int = 2, seed: int = 0, threads: int | None = None, progress=print
+) -> dict:
     """`mega-rt verify`: both sides on the same inputs, every graph they share (and the stochastic loop)."""
     from engines.adapters import example_inputs
     from engines.load import load_graph_backends
@@ -170,7 +192,9 @@ def verify_pair(reference: str, candidate: str, batch: int = 2, seed: int = 0, t
     sides = [_side(reference), _side(candidate)]
     folders = [f for _, f, _ in sides if f is not None]
     if not folders:
-        raise ValueError("name at least one engine folder or file; a backend name alone says what to run, not which engine")
+        raise ValueError(
+            "name at least one engine folder or file; a backend name alone says what to run, not which engine"
+        )
     if len({str(f.resolve()) for f in folders}) > 1:
         m0, m1 = Manifest.read(folders[0]), Manifest.read(folders[1])
         if (m0.mega_config_hash, m0.weights_hash) != (m1.mega_config_hash, m1.weights_hash):
@@ -198,7 +222,14 @@ def verify_pair(reference: str, candidate: str, batch: int = 2, seed: int = 0, t
     if not graphs:
         raise ValueError(f"no graph in common ({', '.join(ref)} vs {', '.join(cand)})")
     progress(f"{ref_name} vs {cand_name}: {folder} ({manifest.precision}, batch {batch}, seed {seed})")
-    report: dict = {"reference": ref_name, "candidate": cand_name, "folder": str(folder), "batch": batch, "seed": seed, "graphs": {}}
+    report: dict = {
+        "reference": ref_name,
+        "candidate": cand_name,
+        "folder": str(folder),
+        "batch": batch,
+        "seed": seed,
+        "graphs": {},
+    }
     for g in graphs:
         feeds = example_inputs(g, batch, cfg, _rows(manifest, g), seed=seed)
         diffs = compare_backends(ref[g], cand[g], feeds)

@@ -58,7 +58,9 @@ class Collector:
 
     def __init__(self, device, buffers: int = 2):
         self.device = torch.device(device)
-        self._ring: list[list] = [[None, None, None] for _ in range(max(1, buffers))]  # pinned bytes, numpy view, Pending
+        self._ring: list[list] = [
+            [None, None, None] for _ in range(max(1, buffers))
+        ]  # pinned bytes, numpy view, Pending
         self._next = 0
 
     def submit(self, frames: list[Frame], detections: list[Detections], pred: MeshPred, meshes: Meshes) -> Pending:
@@ -108,7 +110,10 @@ def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
 
 
 def _unpack(buf: np.ndarray, layout: dict) -> dict[str, np.ndarray]:
-    return {name: np.frombuffer(buf, dtype, math.prod(shape), offset).reshape(shape) for name, (dtype, shape, offset) in layout.items()}
+    return {
+        name: np.frombuffer(buf, dtype, math.prod(shape), offset).reshape(shape)
+        for name, (dtype, shape, offset) in layout.items()
+    }
 
 
 def _split(frames: list[Frame], detections: list[Detections], out: dict[str, np.ndarray]) -> list[FrameResult]:
@@ -127,5 +132,7 @@ def _split(frames: list[Frame], detections: list[Detections], out: dict[str, np.
             verts_cam=f32["verts_cam"][rows], vertex_std=std[rows] if std is not None else None, focal=focal,
         ))  # fmt: skip
     if start != out["verts_cam"].shape[0]:
-        raise RuntimeError(f"collect: the detections hold {start} people but the batch has {out['verts_cam'].shape[0]} rows")
+        raise RuntimeError(
+            f"collect: the detections hold {start} people but the batch has {out['verts_cam'].shape[0]} rows"
+        )
     return results

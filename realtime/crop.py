@@ -38,7 +38,9 @@ def square_boxes(boxes_xyxy, input_hw: tuple[int, int], scale: float = BOX_SCALE
 
 
 class Cropper:
-    def __init__(self, input_hw: tuple[int, int], mean, std, device="cpu", box_scale: float = BOX_SCALE, max_supersample: int = 4):
+    def __init__(
+        self, input_hw: tuple[int, int], mean, std, device="cpu", box_scale: float = BOX_SCALE, max_supersample: int = 4
+    ):
         self.input_hw = tuple(input_hw)
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -74,7 +76,13 @@ class Cropper:
         wh = self.image_size_wh(W, H)
         if k_max == 0:
             empty = torch.zeros(0, device=self.device)
-            return Crops(torch.zeros(0, 3, h, w, device=self.device), empty.view(0, 2), empty, torch.zeros(0, dtype=torch.int64, device=self.device), wh)
+            return Crops(
+                torch.zeros(0, 3, h, w, device=self.device),
+                empty.view(0, 2),
+                empty,
+                torch.zeros(0, dtype=torch.int64, device=self.device),
+                wh,
+            )
         boxes = np.concatenate([d.boxes_xyxy for d in detections]).astype(np.float32, copy=False)
         center_h, size_h = square_boxes(boxes, self.input_hw, self.box_scale)
         ss = int(min(self.max_supersample, max(1, math.ceil(float(size_h.max()) / h / 1.5))))
@@ -82,7 +90,9 @@ class Cropper:
         rank_h = np.concatenate([np.arange(c) for c in counts])
         # the per-person bookkeeping in one host -> device copy (slot and rank are exact in float32); from
         # pinned memory on CUDA, as a copy from pageable memory may wait for the work queued before it
-        book = torch.from_numpy(np.concatenate([center_h, size_h[:, None], slot_h[:, None], rank_h[:, None]], 1).astype(np.float32))
+        book = torch.from_numpy(
+            np.concatenate([center_h, size_h[:, None], slot_h[:, None], rank_h[:, None]], 1).astype(np.float32)
+        )
         if self.device.type == "cuda":
             book = book.pin_memory()
         book = book.to(self.device, non_blocking=True)

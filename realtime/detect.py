@@ -42,7 +42,12 @@ class FullFrameDetector:
     @staticmethod
     def _one(frame: Frame) -> Detections:
         h, w = frame.image_bgr.shape[:2]
-        return Detections(frame.index, np.array([[0.0, 0.0, w - 1.0, h - 1.0]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64))
+        return Detections(
+            frame.index,
+            np.array([[0.0, 0.0, w - 1.0, h - 1.0]], np.float32),
+            np.ones(1, np.float32),
+            np.zeros(1, np.int64),
+        )
 
 
 class BoxesDetector:
@@ -58,7 +63,9 @@ class BoxesDetector:
 
     name = "boxes"
 
-    def __init__(self, path, min_visibility: float = 0.15, min_size: float = 8.0, track: bool = True, frame_rate: float = 30.0):
+    def __init__(
+        self, path, min_visibility: float = 0.15, min_size: float = 8.0, track: bool = True, frame_rate: float = 30.0
+    ):
         path = Path(path)
         try:
             with np.load(path) as z:
@@ -97,7 +104,9 @@ class BoxesDetector:
         return [self._one(f) for f in frames]
 
     def _one(self, frame: Frame) -> Detections:
-        b, s, t = self.by_frame.get(frame.index, (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)))
+        b, s, t = self.by_frame.get(
+            frame.index, (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        )
         if self.tracker is not None:  # also on frames without rows: lost tracks age
             b, s, t = self.tracker.update(b, s)
         if len(b) == 0:
@@ -110,7 +119,15 @@ class YoloDetector:
 
     name = "yolo"
 
-    def __init__(self, weights: str, conf: float = 0.3, imgsz: int = 640, device: str | None = None, track: bool = True, frame_rate: float = 30.0):
+    def __init__(
+        self,
+        weights: str,
+        conf: float = 0.3,
+        imgsz: int = 640,
+        device: str | None = None,
+        track: bool = True,
+        frame_rate: float = 30.0,
+    ):
         try:
             from ultralytics import YOLO
         except ImportError as e:
@@ -133,13 +150,21 @@ class YoloDetector:
             self.model = YOLO(str(weights), task="detect")
         except Exception as e:  # ultralytics raises many kinds (download, parse, format)
             msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            raise DetectorError(f"detector {weights}: cannot be loaded ({msg}); pass a local weights file, or --detector full-frame, or --boxes FILE") from None
+            raise DetectorError(
+                f"detector {weights}: cannot be loaded ({msg}); pass a local weights file, or --detector full-frame, or --boxes FILE"
+            ) from None
         self.conf, self.imgsz, self.device, self.track = conf, imgsz, device, track
         # one warm-up call does ultralytics' lazy imports (torchvision, triton; the trackers came with
         # ByteTracker above) now: importing triton after an EGL context exists crashes (seen with Mesa),
         # and the first frame should not pay it
         _keep_torch_threads()
-        self.model.predict(np.zeros((64, 64, 3), np.uint8), classes=[0], imgsz=64, verbose=False, **({"device": device} if device else {}))
+        self.model.predict(
+            np.zeros((64, 64, 3), np.uint8),
+            classes=[0],
+            imgsz=64,
+            verbose=False,
+            **({"device": device} if device else {}),
+        )
 
     def __call__(self, frames: list[Frame]) -> list[Detections]:
         import torch
@@ -164,7 +189,11 @@ class YoloDetector:
                 boxes, scores, ids = self.tracker.update(boxes, scores)
             else:
                 ids = np.full(len(scores), -1, np.int64)
-            out.append(_empty(frame.index) if len(boxes) == 0 else Detections(frame.index, np.ascontiguousarray(boxes), np.ascontiguousarray(scores), ids))
+            out.append(
+                _empty(frame.index)
+                if len(boxes) == 0
+                else Detections(frame.index, np.ascontiguousarray(boxes), np.ascontiguousarray(scores), ids)
+            )
         return out
 
 
@@ -178,7 +207,15 @@ def _keep_torch_threads():
     tu.NUM_THREADS = torch.get_num_threads()
 
 
-def build_detector(spec: str | None, boxes_path=None, conf: float = 0.3, imgsz: int = 640, track: bool = True, device: str | None = None, frame_rate: float = 30.0):
+def build_detector(
+    spec: str | None,
+    boxes_path=None,
+    conf: float = 0.3,
+    imgsz: int = 640,
+    track: bool = True,
+    device: str | None = None,
+    frame_rate: float = 30.0,
+):
     """`--boxes FILE` wins; then 'full-frame'; anything else names YOLO weights (.pt/.yaml/.onnx/.engine).
     `frame_rate` is the video's (ByteTrack keeps a lost track for a fixed time, ~1 s)."""
     if boxes_path is not None:

@@ -77,7 +77,17 @@ def versions(device: str) -> dict:
             out["cudnn"] = str(torch.backends.cudnn.version())
     except ImportError:
         out["torch"] = "missing"
-    for mod in ("torchvision", "cupy", "onnxruntime", "cv2", "moderngl", "av", "ultralytics", "tensorrt", "torch_tensorrt"):
+    for mod in (
+        "torchvision",
+        "cupy",
+        "onnxruntime",
+        "cv2",
+        "moderngl",
+        "av",
+        "ultralytics",
+        "tensorrt",
+        "torch_tensorrt",
+    ):
         try:
             m = importlib.import_module(mod)
             out[mod] = str(getattr(m, "__version__", "?"))
@@ -106,7 +116,20 @@ def plan(out: Path, device: str, tiny: bool) -> list[Step]:
     first = "fp16" if cuda else "fp32"
     steps = [oneshot(first, "eager")] + ([oneshot(first, "cuda-graphs")] if cuda else [])
     j = out / "bench_stochastic_q8_t5.json"
-    stochastic = ["bench", "model", *common, "--precision", first, "--stochastic", "--samples", "8", "--steps", "5", "--json", str(j)]
+    stochastic = [
+        "bench",
+        "model",
+        *common,
+        "--precision",
+        first,
+        "--stochastic",
+        "--samples",
+        "8",
+        "--steps",
+        "5",
+        "--json",
+        str(j),
+    ]
     steps.append(Step("stochastic Q=8 T=5", stochastic, 90, j))
     for n in people:
         clip = out / f"clip_{n}p.mp4"
@@ -115,14 +138,39 @@ def plan(out: Path, device: str, tiny: bool) -> list[Step]:
         steps.append(Step(f"clip {n} people", synth, 150, fallback=(clip, n, frames, size)))
         for render in (True, False):
             j = out / f"pipeline_{n}p_{'render' if render else 'norender'}.json"
-            argv = ["bench", "pipeline", str(clip), "--boxes", str(clip.with_suffix(".npz")), "--random-weights", "--config", cfg, "--device", device, "--json", str(j)]
-            steps.append(Step(f"pipeline {n}p {'render' if render else 'no render'}", argv + ([] if render else ["--no-render"]), 120, j))
+            argv = [
+                "bench",
+                "pipeline",
+                str(clip),
+                "--boxes",
+                str(clip.with_suffix(".npz")),
+                "--random-weights",
+                "--config",
+                cfg,
+                "--device",
+                device,
+                "--json",
+                str(j),
+            ]
+            steps.append(
+                Step(
+                    f"pipeline {n}p {'render' if render else 'no render'}",
+                    argv + ([] if render else ["--no-render"]),
+                    120,
+                    j,
+                )
+            )
     clip = out / f"clip_{people[1]}p.mp4"
     live = ["stream", "--camera", str(clip), "--no-show", "--results", str(out / "live.npz"), "--boxes", str(clip.with_suffix(".npz")),
             "--random-weights", "--config", cfg, "--device", device, "--no-progress"]  # fmt: skip
     steps.append(Step(f"live {people[1]}p paced", live, 90))
     if cuda:
-        steps += [oneshot("bf16", "eager"), oneshot("bf16", "cuda-graphs"), oneshot("fp16", "compiled"), oneshot("bf16", "compiled")]
+        steps += [
+            oneshot("bf16", "eager"),
+            oneshot("bf16", "cuda-graphs"),
+            oneshot("fp16", "compiled"),
+            oneshot("bf16", "compiled"),
+        ]
     elif not tiny:
         steps.append(oneshot(first, "compiled"))
     if not tiny:
@@ -146,7 +194,10 @@ def write_plain_clip(clip: Path, people: int, frames: int, size: str) -> None:
         writer.release()
     cols = max(1, int(np.ceil(np.sqrt(people))))
     bw, bh = w / cols, h / int(np.ceil(people / cols))
-    boxes = np.array([[(k % cols) * bw, (k // cols) * bh, (k % cols + 0.9) * bw, (k // cols + 0.9) * bh] for k in range(people)], np.float32)
+    boxes = np.array(
+        [[(k % cols) * bw, (k // cols) * bh, (k % cols + 0.9) * bw, (k // cols + 0.9) * bh] for k in range(people)],
+        np.float32,
+    )
     np.savez(clip.with_suffix(".npz"), frame=np.repeat(np.arange(frames), people).astype(np.int32), boxes_xyxy=np.tile(boxes, (frames, 1)),
              track_id=np.tile(np.arange(people), frames).astype(np.int64))  # fmt: skip
 
@@ -195,7 +246,15 @@ class Checker:
             return Outcome(step.name, "skipped", command, note=f"deadline: {left:.0f} s left")
         timeout = min(step.budget_s, left - 5.0)
         t0 = time.monotonic()
-        self.child = subprocess.Popen(head + step.argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+        self.child = subprocess.Popen(
+            head + step.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         try:
             output, _ = self.child.communicate(timeout=timeout)
             status = "ok" if self.child.returncode == 0 else "failed"
@@ -224,13 +283,17 @@ def summary_rows(results: dict) -> list[str]:
     """One line per step: status, seconds and the headline figure."""
     rows = [f"{'step':28s} {'status':8s} {'s':>6s}  figure"]
     for s in results["steps"]:
-        rows.append(f"{s['name']:28s} {s['status']:8s} {s['wall_s']:6.1f}  {headline(s.get('figures') or {}) or s.get('note', '')}")
+        rows.append(
+            f"{s['name']:28s} {s['status']:8s} {s['wall_s']:6.1f}  {headline(s.get('figures') or {}) or s.get('note', '')}"
+        )
     return rows
 
 
 def headline(fig: dict) -> str:
     if "results" in fig:  # `mega-rt bench`: one row per (figure, batch)
-        return "; ".join(f"{r['name']} b{r['batch']} {r['items_per_s']:.0f}/s" for r in fig["results"][-3:] if "items_per_s" in r)
+        return "; ".join(
+            f"{r['name']} b{r['batch']} {r['items_per_s']:.0f}/s" for r in fig["results"][-3:] if "items_per_s" in r
+        )
     if "fps" in fig:  # `mega-rt bench pipeline`
         stages = " ".join(f"{k} {v:.1f}" for k, v in (fig.get("stage_ms_per_frame") or {}).items())
         return f"{fig['fps']:.1f} fps, ms/frame: {stages}"
@@ -248,9 +311,26 @@ def prepared_env(root: Path = ROOT) -> tuple[dict, list[str]]:
     # one name per project: the folder holds wheels for several Python versions, pip picks the one that fits
     names = sorted({w.name.split("-")[0] for w in wheels.glob("*.whl")}) if wheels.is_dir() else []
     if names and not site.is_dir():
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--find-links", str(wheels), "--target", str(site), *names]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--no-deps",
+            "--find-links",
+            str(wheels),
+            "--target",
+            str(site),
+            *names,
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True)
-        notes.append(f"installed {', '.join(names)} into {site}" if r.returncode == 0 else f"wheels not installed: {r.stderr.strip()[-300:]}")
+        notes.append(
+            f"installed {', '.join(names)} into {site}"
+            if r.returncode == 0
+            else f"wheels not installed: {r.stderr.strip()[-300:]}"
+        )
     if site.is_dir():
         env["PYTHONPATH"] = os.pathsep.join([str(site), str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     else:

@@ -28,7 +28,9 @@ NO_WEIGHTS = (
 )
 
 
-def load_models(weights=None, mesh_weights=None, random_weights: bool = False, config=None, seed: int = 0, fast: bool = True):
+def load_models(
+    weights=None, mesh_weights=None, random_weights: bool = False, config=None, seed: int = 0, fast: bool = True
+):
     """engines.models.Models from checkpoint files, the demo weights, or random weights of `config`;
     with `fast`, the served form (`engines.models.prepare_for_serving`: BN folded, channels_last).
 
@@ -52,7 +54,9 @@ def load_models(weights=None, mesh_weights=None, random_weights: bool = False, c
         else:
             what = f"weights {Path(weights).name}"
         if mesh_weights is None:
-            raise WeightsMissing("--weights needs --mesh-weights (the Mesh-VQ-VAE tokenizer, e.g. MESH_VQVAE/mesh_vqvae_54)")
+            raise WeightsMissing(
+                "--weights needs --mesh-weights (the Mesh-VQ-VAE tokenizer, e.g. MESH_VQVAE/mesh_vqvae_54)"
+            )
         source = ModelSource(None, Path(weights), Path(mesh_weights))
     models = build_models(source)
     if fast:
@@ -83,7 +87,13 @@ class Regressor:
         if n == 0:
             # on the regressor's device, so that nothing downstream moves an empty batch across
             z = partial(torch.zeros, device=self.device)
-            return MeshPred(z(0, 1, 54, dtype=torch.int32), z(0, 3, 3), z(0, 3), z(0, 6890, 3), z(0, 6890) if self.stochastic else None)
+            return MeshPred(
+                z(0, 1, 54, dtype=torch.int32),
+                z(0, 3, 3),
+                z(0, 3),
+                z(0, 6890, 3),
+                z(0, 6890) if self.stochastic else None,
+            )
         parts = [self._run(crops.images[s : s + self.spec.max_batch]) for s in range(0, n, self.spec.max_batch)]
         cat = lambda i: torch.cat([p[i] for p in parts]) if parts[0][i] is not None else None  # noqa: E731
         return MeshPred(cat(0), cat(1), cat(2), cat(3), cat(4))
@@ -92,7 +102,13 @@ class Regressor:
         if not self.stochastic:
             out = self.runner.deterministic(images)
             # backends may reuse output buffers: clone what we keep
-            return out["tokens"][:, None].clone(), out["rotmat"].clone(), out["cam_crop"].clone(), out["verts"].clone(), None
+            return (
+                out["tokens"][:, None].clone(),
+                out["rotmat"].clone(),
+                out["cam_crop"].clone(),
+                out["verts"].clone(),
+                None,
+            )
         res = self.runner.stochastic(images, generator=self.generator)
         b, q = images.shape[0], self.samples
         verts = res.verts.view(b, q, *res.verts.shape[1:])
@@ -115,15 +131,26 @@ def build_regressor(models=None, backend: str = "torch", engine=None, samples: i
         backends = torch_backends(models, graphs, precision, samples, device=device)
         cfg = models.cfg
         bb = models.full.backbone
-        spec = RegressorSpec((cfg.input_height, cfg.input_width), tuple(bb.mean), tuple(bb.std), cfg.crop_focal_length, max_batch)
-        runner = MegaRunner(backends, cfg.seq_length, cfg.num_embeddings, samples, steps or cfg.steps, cfg.temperature if temperature is None else temperature)
+        spec = RegressorSpec(
+            (cfg.input_height, cfg.input_width), tuple(bb.mean), tuple(bb.std), cfg.crop_focal_length, max_batch
+        )
+        runner = MegaRunner(
+            backends,
+            cfg.seq_length,
+            cfg.num_embeddings,
+            samples,
+            steps or cfg.steps,
+            cfg.temperature if temperature is None else temperature,
+        )
     else:
         from engines.load import load_runner
         from engines.manifest import Manifest
 
         manifest = Manifest.read(Path(engine))
         if samples > 1 and manifest.mode != "stochastic":
-            raise WeightsMissing(f"{engine}: a deterministic engine; export with --stochastic --samples {samples} for --samples")
+            raise WeightsMissing(
+                f"{engine}: a deterministic engine; export with --stochastic --samples {samples} for --samples"
+            )
         if samples > 1 and manifest.samples != samples:
             raise WeightsMissing(f"{engine}: built for {manifest.samples} samples, not {samples}")
         opts = {"threads": threads} if backend == "onnxruntime" else {}
@@ -133,6 +160,12 @@ def build_regressor(models=None, backend: str = "torch", engine=None, samples: i
         if temperature is not None:
             runner.temperature = temperature
         norm = manifest.normalisation
-        spec = RegressorSpec(tuple(norm["input_hw"]), tuple(norm["mean"]), tuple(norm["std"]), manifest.mega_config.get("crop_focal_length", 1000.0), min(max_batch, manifest.batch[2]))
+        spec = RegressorSpec(
+            tuple(norm["input_hw"]),
+            tuple(norm["mean"]),
+            tuple(norm["std"]),
+            manifest.mega_config.get("crop_focal_length", 1000.0),
+            min(max_batch, manifest.batch[2]),
+        )
         device = next(iter(runner.backends.values())).device
     return Regressor(runner, spec, samples, seed, device)

@@ -16,7 +16,9 @@ def std_colormap() -> np.ndarray:
     """(256,3) BGR floats in [0,1]: OpenCV's TURBO map (blue sure, red unsure)."""
     import cv2
 
-    return cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0].astype(np.float32) / 255.0
+    return (
+        cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0].astype(np.float32) / 255.0
+    )
 
 
 def std_colors(vertex_std: np.ndarray, std_max: float = STD_MAX_M) -> np.ndarray:
@@ -57,7 +59,13 @@ class OverlayRenderer:
         cam = Camera.centred(w, h, r.focal)
         if r.vertex_std is not None:
             image = self.renderer.overlay(
-                frame, r.verts_cam, cam, opacity=self.opacity, vertex_values=r.vertex_std, colormap=self._colormap, value_max=self.std_max
+                frame,
+                r.verts_cam,
+                cam,
+                opacity=self.opacity,
+                vertex_values=r.vertex_std,
+                colormap=self._colormap,
+                value_max=self.std_max,
             )
         else:  # a stable colour per track (BGR: the frame is BGR)
             colors = DEFAULT_COLORS[np.maximum(r.track_ids, 0) % len(DEFAULT_COLORS)][:, ::-1]
@@ -66,7 +74,16 @@ class OverlayRenderer:
             for box, tid in zip(r.boxes_xyxy.astype(int), r.track_ids):
                 cv2.rectangle(image, tuple(box[:2]), tuple(box[2:]), (0, 200, 255), 1)
                 if tid >= 0:
-                    cv2.putText(image, str(int(tid)), (int(box[0]) + 2, int(box[1]) + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1, cv2.LINE_AA)
+                    cv2.putText(
+                        image,
+                        str(int(tid)),
+                        (int(box[0]) + 2, int(box[1]) + 14),
+                        cv2.FONT_HERSHEY_SIMPLEX,
+                        0.5,
+                        (0, 200, 255),
+                        1,
+                        cv2.LINE_AA,
+                    )
         if r.vertex_std is not None:
             draw_legend(image, self.std_max)
         return image

@@ -37,7 +37,11 @@ def scene(people: int, width: int, height: int, seed: int = 0, with_std: bool = 
     at = np.zeros((people, 3), np.float32)
     for i in range(people):
         r, c = divmod(i, cols)
-        at[i] = (((c + 0.5) / cols - 0.5) * width * depth / focal, ((r + 0.5) / rows - 0.5) * height * depth / focal, depth + 0.3 * (i % 3))
+        at[i] = (
+            ((c + 0.5) / cols - 0.5) * width * depth / focal,
+            ((r + 0.5) / rows - 0.5) * height * depth / focal,
+            depth + 0.3 * (i % 3),
+        )
     verts_cam = (verts + at[:, None]).astype(np.float32)
     u = focal * verts_cam[..., 0] / verts_cam[..., 2] + width / 2
     v = focal * verts_cam[..., 1] / verts_cam[..., 2] + height / 2
@@ -64,7 +68,9 @@ def scene(people: int, width: int, height: int, seed: int = 0, with_std: bool = 
     return result, model.faces.numpy()
 
 
-def bench_overlay(people: int, width: int = 1280, height: int = 720, frames: int = 30, warmup: int = 3, with_std: bool = False) -> dict:
+def bench_overlay(
+    people: int, width: int = 1280, height: int = 720, frames: int = 30, warmup: int = 3, with_std: bool = False
+) -> dict:
     """Times `OverlayRenderer.__call__` on one scene; returns {"people", "width", "height", "ms_median", "ms_mean", "cpu_ms_median"}."""
     from realtime.overlay import OverlayRenderer
 

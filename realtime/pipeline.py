@@ -90,7 +90,9 @@ def _put(q: queue.Queue, item, errors: list):
             continue
 
 
-def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.ndarray, timer: Timer | None = None, progress=None) -> Summary:
+def run_pipeline(
+    opts: PipelineOptions, source, detector, regressor, faces: np.ndarray, timer: Timer | None = None, progress=None
+) -> Summary:
     """Run to the end of the source (or an interrupt). `source` is an unstarted realtime.sources.VideoSource.
 
     Outputs are created (and their folders checked) before the first frame is read."""
@@ -182,6 +184,7 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
     sink_thread = threading.Thread(target=sink_loop, name="sinks", daemon=True)
     old_term = None
     if threading.current_thread() is threading.main_thread():
+
         def on_term(signum, frame):
             raise KeyboardInterrupt
 
@@ -257,7 +260,12 @@ def run_pipeline(opts: PipelineOptions, source, detector, regressor, faces: np.n
             ok = False
         summary.wall_s = time.perf_counter() - t_start
         summary.skipped, summary.dropped = source.skipped, source.dropped
-        final = dict(num_frames=np.int32(summary.frames), frames_skipped=np.int32(source.skipped), frames_dropped=np.int32(source.dropped), status=summary.status)
+        final = dict(
+            num_frames=np.int32(summary.frames),
+            frames_skipped=np.int32(source.skipped),
+            frames_dropped=np.int32(source.dropped),
+            status=summary.status,
+        )
         for s in sinks:
             try:
                 s.close(ok, final) if isinstance(s, ResultsSink) else s.close(ok)

@@ -75,7 +75,9 @@ def score_results(results_path, truth_path, regressor=None, min_iou: float = 0.5
     frames, people = gt["boxes_xyxy"].shape[:2]
     visibility = gt.get("visibility", np.ones((frames, people), np.float32))
     if len(res["frame"]) and int(res["frame"].max()) >= frames:
-        raise ScoreError(f"{results_path}: has frame {int(res['frame'].max())} but {truth_path} only {frames} frames (results of another clip?)")
+        raise ScoreError(
+            f"{results_path}: has frame {int(res['frame'].max())} but {truth_path} only {frames} frames (results of another clip?)"
+        )
     rows_of = {}
     for i, f in enumerate(res["frame"]):
         rows_of.setdefault(int(f), []).append(i)

@@ -219,7 +219,9 @@ class ResultsSink:
                 with open(self.spill_dir / f"{key}.bin", "ab") as fh:
                     for a in parts:
                         if a.shape[1:] != row_shape:  # np.fromfile could not tell: the file would be garbage
-                            raise SinkError(f"{self.path}: {key} rows changed shape from {row_shape} to {a.shape[1:]} mid-run")
+                            raise SinkError(
+                                f"{self.path}: {key} rows changed shape from {row_shape} to {a.shape[1:]} mid-run"
+                            )
                         fh.write(np.ascontiguousarray(a).data)
                         rows += a.shape[0]
                 self._spilled[key] = (rows, row_shape)
@@ -272,7 +274,11 @@ def _stream_npy(zf, key: str, src: Path, dtype: np.dtype, shape: tuple[int, ...]
     expected = int(np.prod(shape)) * dtype.itemsize
     if src.stat().st_size != expected:  # a short write (disk full) must not become a silently shifted array
         raise SinkError(f"{src}: holds {src.stat().st_size} bytes, expected {expected} for {key} {shape}")
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(int(n) for n in shape)}
+    header = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": False,
+        "shape": tuple(int(n) for n in shape),
+    }
     # force_zip64: the size is not known to zipfile up front and may pass 4 GiB (verts of long videos)
     with zf.open(f"{key}.npy", "w", force_zip64=True) as out, open(src, "rb") as fh:
         np.lib.format.write_array_header_1_0(out, header)
@@ -327,7 +333,9 @@ def write_obj(path: Path, verts: np.ndarray, faces: np.ndarray, vertex_std=None)
 
 def write_ply(path: Path, verts: np.ndarray, faces: np.ndarray, vertex_std=None) -> None:
     verts = np.asarray(verts, np.float32)
-    props = "property float x\nproperty float y\nproperty float z\n" + ("property float std\n" if vertex_std is not None else "")
+    props = "property float x\nproperty float y\nproperty float z\n" + (
+        "property float std\n" if vertex_std is not None else ""
+    )
     header = f"ply\nformat binary_little_endian 1.0\nelement vertex {len(verts)}\n{props}element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n"
     vdata = verts if vertex_std is None else np.concatenate([verts, np.asarray(vertex_std, np.float32)[:, None]], 1)
     fdata = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", 3)])

@@ -21,7 +21,15 @@ def _alpha(cutoff, dt: float):
 
 
 class OneEuroSmoother:
-    def __init__(self, fps: float, min_cutoff: float = 1.0, beta: float = 0.5, d_cutoff: float = 1.0, std_ref: float = 0.02, forget_after: int = 30):
+    def __init__(
+        self,
+        fps: float,
+        min_cutoff: float = 1.0,
+        beta: float = 0.5,
+        d_cutoff: float = 1.0,
+        std_ref: float = 0.02,
+        forget_after: int = 30,
+    ):
         self.dt = 1.0 / max(fps, 1e-3)
         self.min_cutoff, self.beta, self.d_cutoff, self.std_ref = min_cutoff, beta, d_cutoff, std_ref
         self.forget_after = forget_after

@@ -58,7 +58,15 @@ def open_capture(spec: str):
 class VideoSource:
     """Open at construction (errors early, in the caller's thread); `start()` launches the reader."""
 
-    def __init__(self, spec: str, live: bool = False, pace: bool = False, read_ahead: int = 16, max_frames: int | None = None, max_bad: int = 50):
+    def __init__(
+        self,
+        spec: str,
+        live: bool = False,
+        pace: bool = False,
+        read_ahead: int = 16,
+        max_frames: int | None = None,
+        max_bad: int = 50,
+    ):
         import cv2
 
         self.spec = str(spec)

@@ -59,11 +59,15 @@ class ByteTracker:
         try:
             import lap  # noqa: F401  (ByteTrack's assignment; ultralytics would try to pip-install it)
         except ImportError:
-            raise DetectorError("ByteTrack needs the `lap` package: pip install 'mega-rt[detect]' (or use --no-track)") from None
+            raise DetectorError(
+                "ByteTrack needs the `lap` package: pip install 'mega-rt[detect]' (or use --no-track)"
+            ) from None
         try:
             from ultralytics.trackers.byte_tracker import BYTETracker
         except ImportError as e:
-            raise DetectorError(f"tracking needs ultralytics ({e}): pip install 'mega-rt[detect]' (or use --no-track)") from None
+            raise DetectorError(
+                f"tracking needs ultralytics ({e}): pip install 'mega-rt[detect]' (or use --no-track)"
+            ) from None
         cfg = _bytetrack_cfg()
         # keep lost tracks for the same time, not the same frame count, whatever the video's rate
         # (older ultralytics took frame_rate itself; scaling the buffer works with either signature)

@@ -54,7 +54,9 @@ def pytest_collection_modifyitems(config, items):
         if "gpu" in item.keywords and not have_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible to torch"))
         if "tensorrt" in item.keywords and not have_trt:
-            item.add_marker(pytest.mark.skip(reason="needs TensorRT (pip install 'mega-rt[tensorrt]' on a GPU machine)"))
+            item.add_marker(
+                pytest.mark.skip(reason="needs TensorRT (pip install 'mega-rt[tensorrt]' on a GPU machine)")
+            )
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,19 @@ from tests.helpers import ASSETS, ROOT
 FORBIDDEN = {"train": {"engines", "realtime"}, "engines": {"realtime"}}
 
 # Imported inside the commands that need them, never by `mega-rt --help` (DESIGN.md, style 9).
-HEAVY = {"torch", "torchvision", "cv2", "ultralytics", "onnx", "onnxruntime", "tensorrt", "torch_tensorrt", "moderngl", "cupy", "smplx"}
+HEAVY = {
+    "torch",
+    "torchvision",
+    "cv2",
+    "ultralytics",
+    "onnx",
+    "onnxruntime",
+    "tensorrt",
+    "torch_tensorrt",
+    "moderngl",
+    "cupy",
+    "smplx",
+}
 
 
 def _imported_top_packages(source: str, module: str) -> list[tuple[int, str]]:
@@ -35,7 +47,9 @@ def _imported_top_packages(source: str, module: str) -> list[tuple[int, str]]:
             if node.level == 0:
                 found.append((node.lineno, (node.module or "").split(".")[0]))
                 continue
-            target = package[: max(len(package) - (node.level - 1), 0)] + (node.module.split(".") if node.module else [])
+            target = package[: max(len(package) - (node.level - 1), 0)] + (
+                node.module.split(".") if node.module else []
+            )
             if target:
                 found.append((node.lineno, target[0]))
             else:  # `from ... import realtime`, climbing to the repository root
@@ -85,7 +99,7 @@ def test_imports_only_point_down(pkg):
 )
 def test_required_top_level_entries_exist(entry):
     p = ROOT / entry.rstrip("/")
-    assert (p.is_dir() if entry.endswith("/") else p.is_file()), f"missing {entry} at the repository root"
+    assert p.is_dir() if entry.endswith("/") else p.is_file(), f"missing {entry} at the repository root"
 
 
 def _cli(*args: str, importtime: bool = False) -> subprocess.CompletedProcess:
@@ -140,7 +154,10 @@ def test_help_does_not_import_heavy_libraries(args):
 
 
 def test_import_cli_does_not_import_torch():
-    code = "import sys, realtime.cli; bad = sorted(m for m in sys.modules if m.split('.')[0] in %r); assert not bad, bad" % HEAVY
+    code = (
+        "import sys, realtime.cli; bad = sorted(m for m in sys.modules if m.split('.')[0] in %r); assert not bad, bad"
+        % HEAVY
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -193,7 +210,9 @@ def test_no_built_engines_or_weights_committed():
     bad = [str(p.relative_to(ROOT)) for p in files if not str(p.relative_to(ROOT)).startswith(DEMO_WEIGHTS)]
     assert not bad, f"artefacts belong in the cache folder, not the source tree: {bad}"
     demo = sum(p.stat().st_size for p in files if p.is_file() and str(p.relative_to(ROOT)).startswith(DEMO_WEIGHTS))
-    assert demo <= DEMO_WEIGHTS_MAX_BYTES, f"{DEMO_WEIGHTS} holds {demo / 2**20:.1f} MiB; the shipped demo must stay small"
+    assert demo <= DEMO_WEIGHTS_MAX_BYTES, (
+        f"{DEMO_WEIGHTS} holds {demo / 2**20:.1f} MiB; the shipped demo must stay small"
+    )
 
 
 def test_import_graph_finds_a_circle_hidden_in_a_function(tmp_path):

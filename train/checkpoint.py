@@ -79,7 +79,11 @@ def copy_matching(own: dict[str, torch.Tensor], given: dict, source: str, what: 
     e.g. KEY); `fix`". Returns the number of tensors copied."""
     required = own if required is None else required
     bad = sorted(k for k in given if k not in own) + sorted(k for k in required if k not in given)
-    bad += [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in given.items() if k in own and own[k].shape != v.shape]
+    bad += [
+        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}"
+        for k, v in given.items()
+        if k in own and own[k].shape != v.shape
+    ]
     if bad:
         raise CheckpointError(f"{source}: {what} ({len(bad)} keys differ, e.g. {bad[0]}); {fix}")
     with torch.no_grad():
@@ -122,7 +126,9 @@ def load_mega(path, cfg: MegaConfig | None = None, with_encoder: bool = True):
             cfg = config_from_dict(MegaConfig, ckpt["config"], f"{path} (embedded config)")
         elif ckpt.get("config_type"):
             # e.g. the tokenizer given where MEGA belongs: say what the file is
-            raise CheckpointError(f"{path}: a {ckpt['config_type']} checkpoint, not MEGA; pass the MEGA weights (hmr final.pt or CVQMAE/mega_*)")
+            raise CheckpointError(
+                f"{path}: a {ckpt['config_type']} checkpoint, not MEGA; pass the MEGA weights (hmr final.pt or CVQMAE/mega_*)"
+            )
         else:
             try:
                 cfg = infer_mega_config(sd)

@@ -70,8 +70,20 @@ class MeshVQVAEConfig:
 
     name: str = "mesh_vqvae_54"
     connection_layers: tuple[str, ...] = (
-        "pool0", "pool1", "pool2", "pool3", "pool4", "pool5", "pool6",
-        "unpool6", "unpool5", "unpool4", "unpool3", "unpool2", "unpool1", "unpool0",
+        "pool0",
+        "pool1",
+        "pool2",
+        "pool3",
+        "pool4",
+        "pool5",
+        "pool6",
+        "unpool6",
+        "unpool5",
+        "unpool4",
+        "unpool3",
+        "unpool2",
+        "unpool1",
+        "unpool0",
     )
     channels: tuple[int, ...] = (32, 32, 64, 64, 128, 128, 9, 128, 128, 64, 64, 32, 32, 3)
     weight_num: tuple[int, ...] = (9, 0, 9, 0, 9, 0, 9, 9, 0, 9, 0, 9, 0, 9)
@@ -135,8 +147,7 @@ def config_from_dict(cls, data: dict, source: str = "<dict>"):
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__} "
-            f"(valid: {', '.join(sorted(names))})"
+            f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__} (valid: {', '.join(sorted(names))})"
         )
     kwargs = {k: _check_type(v, hints[k], f"{source}: {k}") for k, v in data.items()}
     try:
@@ -303,7 +314,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.heatmap_sigma <= 0.5:
-            raise ConfigError(f"heatmap_sigma must be in (0, 0.5] (a fraction of the heatmap width), got {self.heatmap_sigma}")
+            raise ConfigError(
+                f"heatmap_sigma must be in (0, 0.5] (a fraction of the heatmap width), got {self.heatmap_sigma}"
+            )
         if not 0.0 <= self.rotcam_dropout < 1.0:
             raise ConfigError(f"rotcam_dropout must be in [0, 1), got {self.rotcam_dropout}")
         if self.init_weights and self.stage == "pretrain":
@@ -325,8 +338,12 @@ class TrainConfig:
         if len(self.betas) != 2:
             raise ConfigError(f"betas must be two numbers, got {list(self.betas)}")
         if self.hmr_npz and len(self.image_dirs) != len(self.hmr_npz):
-            raise ConfigError(f"image_dirs needs one folder per hmr_npz file ({len(self.hmr_npz)}), got {len(self.image_dirs)}")
+            raise ConfigError(
+                f"image_dirs needs one folder per hmr_npz file ({len(self.hmr_npz)}), got {len(self.image_dirs)}"
+            )
         image_stage = self.stage in ("backbone", "hmr")
         sources = len(self.crop_dirs) + len(self.hmr_npz) if image_stage else 0
         if self.mix_ratios and image_stage and len(self.mix_ratios) != sources:
-            raise ConfigError(f"mix_ratios needs one share per source ({sources}: crop_dirs then hmr_npz), got {len(self.mix_ratios)}")
+            raise ConfigError(
+                f"mix_ratios needs one share per source ({sources}: crop_dirs then hmr_npz), got {len(self.mix_ratios)}"
+            )

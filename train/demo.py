@@ -112,6 +112,10 @@ def evaluation_summary(figures: dict[str, dict]) -> dict:
         targets["hmr_det_pve_le_half_mean_mesh"] = hmr["det_pve"] <= 0.5 * hmr["baseline_constant_pve"]
     if "det_pve" in hmr and "baseline_gt_rotation_pve" in hmr:
         # stricter, reported too: the mean canonical mesh given each crop's true rotation
-        targets["hmr_det_pve_le_half_mean_mesh_with_true_rotation"] = hmr["det_pve"] <= 0.5 * hmr["baseline_gt_rotation_pve"]
-        targets["hmr_det_pve_canonical_le_half_mean_mesh"] = hmr["det_pve_canonical"] <= 0.5 * hmr["baseline_pve_canonical"]
+        targets["hmr_det_pve_le_half_mean_mesh_with_true_rotation"] = (
+            hmr["det_pve"] <= 0.5 * hmr["baseline_gt_rotation_pve"]
+        )
+        targets["hmr_det_pve_canonical_le_half_mean_mesh"] = (
+            hmr["det_pve_canonical"] <= 0.5 * hmr["baseline_pve_canonical"]
+        )
     return {"eval": dict(sorted(figures.items())), "targets": targets}

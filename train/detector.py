@@ -62,10 +62,15 @@ def _data_yaml(cfg: DetectorTrainConfig, out_dir: Path) -> Path:
     data = Path(cfg.data_dir).resolve()
     index = data / "index.json"
     if not index.is_file():
-        raise DetectorTrainingError(f"{data}: not a detection dataset (no index.json); write one with `mega-rt synth --detection-dataset {cfg.data_dir}`")
+        raise DetectorTrainingError(
+            f"{data}: not a detection dataset (no index.json); write one with `mega-rt synth --detection-dataset {cfg.data_dir}`"
+        )
     classes = json.loads(index.read_text()).get("classes", ["person"])
     path = out_dir / "data.yaml"
-    path.write_text(f"path: {data}\ntrain: images/train\nval: images/val\nnames:\n" + "".join(f"  {i}: {c}\n" for i, c in enumerate(classes)))
+    path.write_text(
+        f"path: {data}\ntrain: images/train\nval: images/val\nnames:\n"
+        + "".join(f"  {i}: {c}\n" for i, c in enumerate(classes))
+    )
     return path
 
 
@@ -89,7 +94,9 @@ def portable_checkpoint(ckpt: dict, root: Path) -> dict:
     return ckpt
 
 
-def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: bool = True, config_text: str = "") -> dict:
+def train_detector(
+    cfg: DetectorTrainConfig, resume: bool = False, progress: bool = True, config_text: str = ""
+) -> dict:
     """Train; returns the metrics also written to out_dir/metrics.json."""
     import torch
 
@@ -102,7 +109,9 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
         # ultralytics would silently start another training on its default data instead
         raise DetectorTrainingError(f"{out_dir}: this run is finished (final.pt); nothing to resume")
     if not resume and run_dir.exists():
-        raise DetectorTrainingError(f"{run_dir}: a run already lives here; pass --resume to continue it or choose another out_dir")
+        raise DetectorTrainingError(
+            f"{run_dir}: a run already lives here; pass --resume to continue it or choose another out_dir"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     data_yaml = _data_yaml(cfg, out_dir)
     os.environ.setdefault("YOLO_OFFLINE", "1")  # no update checks, no downloads: everything is local
@@ -115,12 +124,16 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
         try:
             results = YOLO(str(last)).train(resume=True)
         except (AssertionError, ValueError, FileNotFoundError, RuntimeError) as e:
-            raise DetectorTrainingError(f"{last}: cannot resume ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise DetectorTrainingError(
+                f"{last}: cannot resume ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            ) from None
     else:
         try:
             model = YOLO(cfg.model, task="detect")
         except Exception as e:  # ultralytics raises several kinds for a name or file it cannot build
-            raise DetectorTrainingError(f"model {cfg.model!r}: ultralytics cannot build it ({type(e).__name__}); give a model yaml such as yolo11n.yaml or a local .pt") from None
+            raise DetectorTrainingError(
+                f"model {cfg.model!r}: ultralytics cannot build it ({type(e).__name__}); give a model yaml such as yolo11n.yaml or a local .pt"
+            ) from None
         results = model.train(
             data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, device=0 if cuda else "cpu",
             workers=0 if not cuda else 4, seed=cfg.seed, deterministic=True, project=str(out_dir.resolve()), name="yolo",
@@ -138,6 +151,12 @@ def train_detector(cfg: DetectorTrainConfig, resume: bool = False, progress: boo
     with atomic_write(final) as tmp:
         torch.save(ckpt, tmp)
     metrics = {k.replace("(B)", ""): float(v) for k, v in getattr(results, "results_dict", {}).items()}
-    metrics.update(stage="detector", epochs=cfg.epochs, wall_s_this_invocation=wall_s, device="cuda" if cuda else "cpu", weights=str(final))
+    metrics.update(
+        stage="detector",
+        epochs=cfg.epochs,
+        wall_s_this_invocation=wall_s,
+        device="cuda" if cuda else "cpu",
+        weights=str(final),
+    )
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics

@@ -39,7 +39,9 @@ def _add(sums: dict[str, float], values: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def evaluate_tokenizer(tokenizer, verts_batches, regressor: torch.Tensor, mean_mesh: torch.Tensor | None = None) -> dict:
+def evaluate_tokenizer(
+    tokenizer, verts_batches, regressor: torch.Tensor, mean_mesh: torch.Tensor | None = None
+) -> dict:
     """Reconstruction through the tokens (encode -> nearest code -> decode); mm."""
     sums, n, used = {}, 0, set()
     for verts in verts_batches:
@@ -48,7 +50,13 @@ def evaluate_tokenizer(tokenizer, verts_batches, regressor: torch.Tensor, mean_m
         rec = tokenizer.decode(tokens)
         _add(sums, metrics.mesh_errors(rec, verts, regressor))
         if mean_mesh is not None:
-            _add(sums, {f"mean_mesh_{k}": v for k, v in metrics.mesh_errors(mean_mesh.expand_as(verts), verts, regressor).items()})
+            _add(
+                sums,
+                {
+                    f"mean_mesh_{k}": v
+                    for k, v in metrics.mesh_errors(mean_mesh.expand_as(verts), verts, regressor).items()
+                },
+            )
         n += len(verts)
     return {"samples": n, "codes_used": len(used), **_mm(sums, n)}
 
@@ -80,8 +88,18 @@ def evaluate_hmr(mega, tokenizer, batches, regressor: torch.Tensor, samples: Seq
         if mean_mesh is not None:
             base = mean_mesh.canonical.expand_as(gt_can)
             values["baseline_pve_canonical"] = metrics.pve(base, gt_can)
-            values.update({f"baseline_gt_rotation_{k}": v for k, v in metrics.mesh_errors(base @ gt_rot.transpose(1, 2), gt, regressor).items()})
-            values.update({f"baseline_constant_{k}": v for k, v in metrics.mesh_errors(mean_mesh.camera.expand_as(gt), gt, regressor).items()})
+            values.update(
+                {
+                    f"baseline_gt_rotation_{k}": v
+                    for k, v in metrics.mesh_errors(base @ gt_rot.transpose(1, 2), gt, regressor).items()
+                }
+            )
+            values.update(
+                {
+                    f"baseline_constant_{k}": v
+                    for k, v in metrics.mesh_errors(mean_mesh.camera.expand_as(gt), gt, regressor).items()
+                }
+            )
         if q_max:
             with autocast():
                 gen_out, _ = mega.generate(images, samples=q_max, steps=steps, temperature=temperature, generator=gen)
@@ -117,7 +135,9 @@ def mean_training_mesh(crop_dirs: Sequence[str]) -> MeanMeshes:
             camera += (oriented - oriented.mean(1, keepdims=True)).sum(0)
             count += len(verts)
     count = max(count, 1)
-    return MeanMeshes(torch.from_numpy((canonical / count).astype(np.float32)), torch.from_numpy((camera / count).astype(np.float32)))
+    return MeanMeshes(
+        torch.from_numpy((canonical / count).astype(np.float32)), torch.from_numpy((camera / count).astype(np.float32))
+    )
 
 
 def evaluate_tokenizer_file(weights, synthetic_meshes: int = 500, seed: int = 12345, batch: int = 16, limit: int | None = None,

@@ -67,7 +67,9 @@ def default_focal(width: int, height: int, crop_focal: float = CROP_FOCAL, crop_
     return crop_focal / crop_size * max(width, height)
 
 
-def full_image_focal(img_size_wh: torch.Tensor, crop_focal: float = CROP_FOCAL, crop_size: int = CROP_SIZE) -> torch.Tensor:
+def full_image_focal(
+    img_size_wh: torch.Tensor, crop_focal: float = CROP_FOCAL, crop_size: int = CROP_SIZE
+) -> torch.Tensor:
     """`default_focal` for (..., 2) image sizes (W, H) as a tensor."""
     return crop_focal / crop_size * img_size_wh.max(dim=-1).values
 

@@ -91,7 +91,9 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training_checkpoint(path: Path, model, optimizer, scheduler, scaler, step: int, cfg: TrainConfig, rng: list) -> None:
+def save_training_checkpoint(
+    path: Path, model, optimizer, scheduler, scaler, step: int, cfg: TrainConfig, rng: list
+) -> None:
     """Atomic: a kill at any moment leaves the previous checkpoint or the new one, never half of one."""
     payload = {
         "model": model.state_dict(),
@@ -112,7 +114,9 @@ def _check_resumable(saved: dict, cfg: TrainConfig, path: Path) -> None:
     old = config_from_dict(TrainConfig, saved, f"{path} (embedded config)")
     diff = [k for k in config_to_dict(cfg) if k not in OPERATIONAL_KEYS and getattr(old, k) != getattr(cfg, k)]
     if diff:
-        raise TrainingError(f"{path}: was written with a different config ({', '.join(diff)}); resume with the same config or use another out_dir")
+        raise TrainingError(
+            f"{path}: was written with a different config ({', '.join(diff)}); resume with the same config or use another out_dir"
+        )
 
 
 class _Signals:
@@ -191,7 +195,9 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
         torch.set_num_threads(cfg.threads)
     per_process = cfg.batch_size // (cfg.grad_accum * info.world)
     if per_process * cfg.grad_accum * info.world != cfg.batch_size:
-        raise TrainingError(f"batch_size {cfg.batch_size} must be divisible by grad_accum {cfg.grad_accum} x processes {info.world}")
+        raise TrainingError(
+            f"batch_size {cfg.batch_size} must be divisible by grad_accum {cfg.grad_accum} x processes {info.world}"
+        )
     out_dir = Path(cfg.out_dir)
     ckpt_path = out_dir / CHECKPOINT
     saved = None
@@ -201,7 +207,9 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         _check_resumable(saved["config"], cfg, ckpt_path)
     elif ckpt_path.is_file():
-        raise TrainingError(f"{ckpt_path}: a run already lives in {out_dir}; pass --resume to continue it or choose another out_dir")
+        raise TrainingError(
+            f"{ckpt_path}: a run already lives in {out_dir}; pass --resume to continue it or choose another out_dir"
+        )
     if info.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if config_text is not None:
@@ -228,7 +236,11 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
         start = int(saved["step"])
         if len(saved["rng"]) == info.world:
             _set_rng_state(saved["rng"][info.rank])
-    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if info.world > 1 else model
+    trained = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if info.world > 1
+        else model
+    )
     trained.train(stage.train_mode)
     stop = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     loader = torch.utils.data.DataLoader(
@@ -258,7 +270,7 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
                 for micro in range(cfg.grad_accum):
                     batch = to_device(next(batches), device)
                     sync = micro == cfg.grad_accum - 1 or info.world == 1
-                    with (contextlib.nullcontext() if sync else trained.no_sync()), autocast():
+                    with contextlib.nullcontext() if sync else trained.no_sync(), autocast():
                         terms = stage.loss(trained, batch)
                     scaler.scale(terms["loss"] / cfg.grad_accum).backward()
                     for k, v in terms.items():  # tensors: no device sync until the log step
@@ -291,7 +303,9 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
                 if done % cfg.checkpoint_every == 0 or interrupted or done == stop:
                     _checkpoint(ckpt_path, model, optimizer, scheduler, scaler, done, cfg, info)
                 if interrupted:
-                    raise Interrupted(f"stopped by signal at step {done}; checkpoint {ckpt_path}; continue with --resume")
+                    raise Interrupted(
+                        f"stopped by signal at step {done}; checkpoint {ckpt_path}; continue with --resume"
+                    )
     finally:
         if bar is not None:
             bar.close()
@@ -307,7 +321,14 @@ def _train(cfg, info, resume, progress, stop_after, config_text) -> dict:
         from train.checkpoint import save_checkpoint
 
         artefact, artefact_cfg = stage.export()
-        save_checkpoint(out_dir / "final.pt", artefact, artefact_cfg, stage=stage.name, train_config=config_to_dict(cfg), steps=cfg.steps)
+        save_checkpoint(
+            out_dir / "final.pt",
+            artefact,
+            artefact_cfg,
+            stage=stage.name,
+            train_config=config_to_dict(cfg),
+            steps=cfg.steps,
+        )
         write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 

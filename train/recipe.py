@@ -247,7 +247,9 @@ def load_recipe(path: str | Path, sets: Sequence[str] = (), threads: int | None 
             raise ConfigError(f"--set {step_name}.{key}: {path} has no step {step_name!r} (steps: {', '.join(names)})")
         step = by_name[step_name]
         if key not in _settable(step):
-            raise ConfigError(f"--set {step_name}.{key}: step {step_name} of {path} has no field {key!r} (fields: {', '.join(_settable(step))})")
+            raise ConfigError(
+                f"--set {step_name}.{key}: step {step_name} of {path} has no field {key!r} (fields: {', '.join(_settable(step))})"
+            )
         if "train" in step:
             step["set"] = {**(step.get("set") or {}), key: value}
         else:
@@ -293,7 +295,9 @@ def _train_step(raw: dict, runs: str, outputs: dict, where: str) -> TrainStep:
     valid = [f for f in _fields(cls) if f != "stage"]
     bad = sorted(set(overrides) - set(valid))
     if bad:
-        raise ConfigError(f"{where}: set: {', '.join(map(str, bad))}: not a field of the {stage} stage's {cls.__name__}")
+        raise ConfigError(
+            f"{where}: set: {', '.join(map(str, bad))}: not a field of the {stage} stage's {cls.__name__}"
+        )
     base_dict = config_to_dict(base_cfg)
     values = {**base_dict, "out_dir": f"{runs}/{raw['name']}"}
     values.update({k: _expand(v, outputs, f"{where}: {k}") for k, v in overrides.items()})
@@ -378,14 +382,21 @@ def _check_dataset(step: SynthStep) -> None:
     index = json.loads((Path(step.out) / "index.json").read_text())
     w, h = _size(step.size)
     if step.synth == "crops":
-        expected = {"samples": step.samples, "seed": step.seed, "image_wh": [w, h], "crop_hw": [int(x) for x in step.crop.split("x")]}
+        expected = {
+            "samples": step.samples,
+            "seed": step.seed,
+            "image_wh": [w, h],
+            "crop_hw": [int(x) for x in step.crop.split("x")],
+        }
     else:
         expected = {"seed": step.seed, "image_wh": [w, h], "max_people": step.people}
         index = {**index, "samples": index.get("images", {}).get("train")}
         expected["samples"] = step.samples
     diff = [k for k, v in expected.items() if index.get(k) != v]
     if diff:
-        raise ConfigError(f"{step.out}: a dataset made with other settings than step {step.name} ({', '.join(diff)}); delete it to make it again")
+        raise ConfigError(
+            f"{step.out}: a dataset made with other settings than step {step.name} ({', '.join(diff)}); delete it to make it again"
+        )
 
 
 def _run_synth(step: SynthStep, progress: bool) -> None:
@@ -414,7 +425,9 @@ def _run_synth(step: SynthStep, progress: bool) -> None:
 def _run_train(step: TrainStep, recipe: Recipe, resume: bool, progress: bool) -> None:
     import yaml
 
-    text = f"# step {step.name} of {recipe.path} (base {step.base})\n" + yaml.safe_dump(config_to_dict(step.config), sort_keys=False)
+    text = f"# step {step.name} of {recipe.path} (base {step.base})\n" + yaml.safe_dump(
+        config_to_dict(step.config), sort_keys=False
+    )
     if step.stage == "detector":
         from train.detector import train_detector
 
@@ -433,7 +446,9 @@ def _evaluate(step: EvalStep, weights: str | None = None, tokenizer: str | None 
 
         torch.set_num_threads(step.threads)
     if step.eval == "tokenizer":
-        return evaluate_tokenizer_file(weights or step.weights, step.synthetic_meshes, step.seed, step.batch, mean_from=step.mean_mesh_from)
+        return evaluate_tokenizer_file(
+            weights or step.weights, step.synthetic_meshes, step.seed, step.batch, mean_from=step.mean_mesh_from
+        )
     return evaluate_hmr_files(weights or step.weights, tokenizer or step.tokenizer, step.crops, samples=step.samples, seed=step.seed,
                               batch=step.batch, mean_from=step.mean_mesh_from, precision=step.precision)  # fmt: skip
 

@@ -98,7 +98,10 @@ vec3 shade(vec3 pos, vec3 normal, vec3 color) {
 }
 """
 
-_VERTEX_SHADER = "#version 330\n" + _PROJECT_GLSL + """
+_VERTEX_SHADER = (
+    "#version 330\n"
+    + _PROJECT_GLSL
+    + """
 in vec3 in_pos;            // camera frame, OpenCV axes
 in vec3 in_normal;
 in vec3 in_color;
@@ -115,8 +118,12 @@ void main() {
     v_mesh = in_mesh;
 }
 """
+)
 
-_FRAGMENT_SHADER = "#version 330\n" + _SHADE_GLSL + """
+_FRAGMENT_SHADER = (
+    "#version 330\n"
+    + _SHADE_GLSL
+    + """
 in vec3 v_pos;
 in vec3 v_normal;
 in vec3 v_color;
@@ -128,6 +135,7 @@ void main() {
     out_aux = vec2(v_pos.z, v_mesh + 1.0);
 }
 """
+)
 
 # The overlay path keeps per-vertex data in 2D float textures TEX_W texels wide, addressed by vertex
 # number (gl_VertexID is the index-buffer value), so all meshes of a frame are one upload and one draw.
@@ -143,7 +151,10 @@ ivec2 texel(int i) {{ return ivec2(i % TEX_W, i / TEX_W); }}
 # colour, per mesh, per vertex or looked up in a colormap.
 COLOR_PER_MESH, COLOR_PER_VERTEX, COLOR_BY_VALUE = 0, 1, 2
 
-_VERTEX_PASS_SHADER = "#version 330\n" + _TEXEL_GLSL + """
+_VERTEX_PASS_SHADER = (
+    "#version 330\n"
+    + _TEXEL_GLSL
+    + """
 uniform sampler2D positions;          // RGB32F, vertex i of mesh m at texel m * num_verts + i
 uniform isampler2D corners;           // RG32I, the (b, c) pairs of all vertices, grouped by vertex
 uniform isampler2D corners_start;     // R32I, num_verts + 1 offsets into `corners`
@@ -186,8 +197,12 @@ void main() {
     }
 }
 """
+)
 
-_OVERLAY_VERTEX_SHADER = "#version 330\n" + _PROJECT_GLSL + """
+_OVERLAY_VERTEX_SHADER = (
+    "#version 330\n"
+    + _PROJECT_GLSL
+    + """
 in vec3 in_pos;
 in vec3 in_normal;
 in vec3 in_color;
@@ -201,10 +216,14 @@ void main() {
     v_color = in_color;
 }
 """
+)
 
 # Each mesh fragment blends over its own frame pixel. Only the front-most fragment survives the depth
 # test, so a mesh behind another never shows through it.
-_OVERLAY_FRAGMENT_SHADER = "#version 330\n" + _SHADE_GLSL + """
+_OVERLAY_FRAGMENT_SHADER = (
+    "#version 330\n"
+    + _SHADE_GLSL
+    + """
 uniform sampler2D frame;         // the background, row 0 = top image row = framebuffer row 0
 uniform float opacity;
 in vec3 v_pos;
@@ -218,10 +237,18 @@ void main() {
     out_color = vec4(bg * (1.0 - opacity) + c * opacity, 1.0);
 }
 """
+)
 
 # distinct default colours (RGB in [0, 1]) when none are given
 DEFAULT_COLORS = np.array(
-    [[0.65, 0.74, 0.86], [0.90, 0.60, 0.45], [0.60, 0.85, 0.60], [0.85, 0.75, 0.45], [0.75, 0.60, 0.85], [0.55, 0.80, 0.80]],
+    [
+        [0.65, 0.74, 0.86],
+        [0.90, 0.60, 0.45],
+        [0.60, 0.85, 0.60],
+        [0.85, 0.75, 0.45],
+        [0.75, 0.60, 0.85],
+        [0.55, 0.80, 0.80],
+    ],
     np.float32,
 )
 
@@ -347,7 +374,9 @@ class MeshRenderer:
         if bg.shape != (h, w, 3) or bg.dtype != np.uint8:
             raise ValueError(f"background must be ({h},{w},3) uint8 to match the camera, got {bg.shape} {bg.dtype}")
         if n == 0:
-            return RenderResult(bg.copy(), np.zeros((h, w), np.float32), np.zeros((h, w), np.int32), np.zeros((h, w), np.float32))
+            return RenderResult(
+                bg.copy(), np.zeros((h, w), np.float32), np.zeros((h, w), np.int32), np.zeros((h, w), np.float32)
+            )
         if self.faces.max() >= nv:
             raise ValueError(f"meshes have {nv} vertices but the faces index vertex {self.faces.max()}")
         cols = self._vertex_colors(colors, n, nv)
@@ -528,7 +557,9 @@ class _OverlayGL:
         index = (self.faces[None] + nv * np.arange(capacity)[:, None, None]).astype(np.uint32)
         self.index = self.ctx.buffer(index.tobytes())
         self.draw_vao = self.ctx.vertex_array(
-            self.prog, [(buf, "3f", name) for buf, name in zip(self.vertex_out, ("in_pos", "in_normal", "in_color"))], self.index
+            self.prog,
+            [(buf, "3f", name) for buf, name in zip(self.vertex_out, ("in_pos", "in_normal", "in_color"))],
+            self.index,
         )
         self._per_capacity = [self.positions, self.colors, self.values, *self.vertex_out, self.index, self.draw_vao]
         self._volume = np.empty(capacity * nv, np.float32)
@@ -592,7 +623,9 @@ class _OverlayGL:
         if key != self._colormap_key:
             if self._colormap is not None:
                 self._colormap.release()
-            self._colormap = self.ctx.texture((len(colormap), 1), 3, np.ascontiguousarray(colormap, np.float32).tobytes(), dtype="f4")
+            self._colormap = self.ctx.texture(
+                (len(colormap), 1), 3, np.ascontiguousarray(colormap, np.float32).tobytes(), dtype="f4"
+            )
             self._colormap.filter = (self.ctx.NEAREST, self.ctx.NEAREST)
             self._colormap_key = key
         self._write(self.values, values)
@@ -636,7 +669,14 @@ class _OverlayGL:
 
     def draw(self, frame: np.ndarray, camera: Camera, opacity: float) -> np.ndarray:
         w, h = camera.width, camera.height
-        for tex, unit in ((self.positions, 0), (self.colors, 1), (self.values, 2), (self._colormap, 3), (self.corners, 5), (self.corners_start, 6)):
+        for tex, unit in (
+            (self.positions, 0),
+            (self.colors, 1),
+            (self.values, 2),
+            (self._colormap, 3),
+            (self.corners, 5),
+            (self.corners_start, 6),
+        ):
             if tex is not None:
                 tex.use(unit)
         import cv2

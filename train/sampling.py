@@ -54,7 +54,9 @@ def step_temperature(step: int, steps: int, max_temperature: float) -> float:
     return max_temperature * (1.0 - step / steps)
 
 
-def gumbel(shape: Sequence[int], generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
+def gumbel(
+    shape: Sequence[int], generator: torch.Generator | None = None, device=None, dtype=torch.float32
+) -> torch.Tensor:
     """Standard Gumbel noise -log(-log U), U in (0,1), from an explicit generator."""
     u = torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
     tiny = torch.finfo(dtype).tiny

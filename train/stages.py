@@ -68,7 +68,9 @@ def mesh_dataset(cfg: TrainConfig):
     if not sources:
         raise ConfigError(f"stage {cfg.stage} has no meshes: set synthetic_meshes > 0 and/or amass_dir (+ smpl_model)")
     if cfg.mix_ratios and len(cfg.mix_ratios) != len(sources):
-        raise ConfigError(f"mix_ratios needs one share per mesh source ({len(sources)}: synthetic, amass), got {len(cfg.mix_ratios)}")
+        raise ConfigError(
+            f"mix_ratios needs one share per mesh source ({len(sources)}: synthetic, amass), got {len(cfg.mix_ratios)}"
+        )
     return MeshBatches(sources, cfg.mix_ratios, cfg.seed)
 
 
@@ -86,7 +88,9 @@ def hmr_dataset(cfg: TrainConfig, model_cfg: MegaConfig, backbone, augment: bool
     hmr_npz = cfg.hmr_npz if hmr_npz is None else hmr_npz
     image_dirs = cfg.image_dirs if image_dirs is None else image_dirs
     if not crop_dirs and not hmr_npz:
-        raise ConfigError(f"stage {cfg.stage} has no images: set crop_dirs (mega-rt synth --dataset) and/or hmr_npz + image_dirs")
+        raise ConfigError(
+            f"stage {cfg.stage} has no images: set crop_dirs (mega-rt synth --dataset) and/or hmr_npz + image_dirs"
+        )
     regressor = synthetic_joint_regressor().numpy()
     sources = [CropShards(d, regressor) for d in crop_dirs]
     if hmr_npz:
@@ -131,7 +135,9 @@ def _load_tokenizer(cfg: TrainConfig):
     return load_mesh_vqvae(cfg.tokenizer_weights)[0]
 
 
-def _masked_inputs(tokens: torch.Tensor, noise: torch.Tensor, full_mask_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def _masked_inputs(
+    tokens: torch.Tensor, noise: torch.Tensor, full_mask_prob: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     from train.sampling import MASKED
 
     masked = training_mask(noise, full_mask_prob)
@@ -151,8 +157,16 @@ def _continue_tokenizer(model: nn.Module, tok_cfg: MeshVQVAEConfig, path: str) -
 
     loaded, loaded_cfg = load_mesh_vqvae(path)
     if loaded_cfg != tok_cfg:
-        raise CheckpointError(f"{path}: a tokenizer of config {loaded_cfg.name}, but this run trains {tok_cfg.name}; set tokenizer_config to match")
-    copy_matching(model.state_dict(), loaded.state_dict(), path, "does not fit this tokenizer run", "set tokenizer_config to match")
+        raise CheckpointError(
+            f"{path}: a tokenizer of config {loaded_cfg.name}, but this run trains {tok_cfg.name}; set tokenizer_config to match"
+        )
+    copy_matching(
+        model.state_dict(),
+        loaded.state_dict(),
+        path,
+        "does not fit this tokenizer run",
+        "set tokenizer_config to match",
+    )
 
 
 def tokenizer_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
@@ -205,7 +219,9 @@ class HeatmapForward(nn.Module):
     with `rotcam`, also MEGA's rotation/camera head on the backbone's MEGA features (one trunk pass);
     with `yaw_head`, also yaw-bin logits from the pooled MEGA features (train-only, never exported)."""
 
-    def __init__(self, backbone: nn.Module, rotcam: dict[str, nn.Module] | None = None, yaw_head: nn.Module | None = None):
+    def __init__(
+        self, backbone: nn.Module, rotcam: dict[str, nn.Module] | None = None, yaw_head: nn.Module | None = None
+    ):
         super().__init__()
         self.backbone = backbone
         self.has_rotcam = rotcam is not None
@@ -230,7 +246,9 @@ class HeatmapForward(nn.Module):
         head under MEGA's decoder names (`load_backbone_weights`); the yaw head is left behind."""
         if not self.has_rotcam:
             return self.backbone
-        return HeatmapForward(self.backbone, {n: getattr(self, n) for n in ("rotcam_head", "rot_predictor", "cam_predictor")})
+        return HeatmapForward(
+            self.backbone, {n: getattr(self, n) for n in ("rotcam_head", "rot_predictor", "cam_predictor")}
+        )
 
 
 def yaw_head(cfg: TrainConfig, model_cfg: MegaConfig) -> nn.Module | None:
@@ -243,7 +261,10 @@ def yaw_terms(yaw_logits: torch.Tensor, rotmat: torch.Tensor) -> tuple[torch.Ten
     """The yaw-bin loss and what to log of it: the loss and the error of the decoded yaw (degrees)."""
     yaw = yaw_of_rotation(rotmat)
     term = losses.yaw_bin_loss(yaw_logits, yaw)
-    return term, {"yaw": term.detach(), "yaw_deg": losses.angle_error_deg(losses.yaw_from_logits(yaw_logits.detach()), yaw)}
+    return term, {
+        "yaw": term.detach(),
+        "yaw_deg": losses.angle_error_deg(losses.yaw_from_logits(yaw_logits.detach()), yaw),
+    }
 
 
 def _peak_distances(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,7 +285,9 @@ def heatmap_joint_error(heatmaps: torch.Tensor, joints2d: torch.Tensor) -> torch
     return (dist * weight).sum() / weight.sum().clamp(min=1e-8)
 
 
-def heatmap_side_swaps(heatmaps: torch.Tensor, joints2d: torch.Tensor, mirror: Sequence[int], min_joints: int = 3) -> torch.Tensor:
+def heatmap_side_swaps(
+    heatmaps: torch.Tensor, joints2d: torch.Tensor, mirror: Sequence[int], min_joints: int = 3
+) -> torch.Tensor:
     """Share of crops whose left/right joint maps fit the mirrored labels better than the true ones.
 
     A network that cannot see which way a body faces puts a joint and its mirror partner on either
@@ -301,10 +324,14 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
 
     model_cfg = named_config(cfg.model_config, MegaConfig)
     if model_cfg.backbone != "hrnet":
-        raise ConfigError(f"stage backbone trains HRNet's pose head; {model_cfg.name} uses a {model_cfg.backbone} backbone (start its hmr stage without backbone_weights)")
+        raise ConfigError(
+            f"stage backbone trains HRNet's pose head; {model_cfg.name} uses a {model_cfg.backbone} backbone (start its hmr stage without backbone_weights)"
+        )
     backbone = build_backbone(model_cfg)
     check_backbone_matches_config(model_cfg, backbone)
-    module = HeatmapForward(backbone, rotcam_modules(model_cfg) if cfg.backbone_rotcam else None, yaw_head(cfg, model_cfg))
+    module = HeatmapForward(
+        backbone, rotcam_modules(model_cfg) if cfg.backbone_rotcam else None, yaw_head(cfg, model_cfg)
+    )
     if cfg.init_weights:
         _continue_backbone(module, cfg.init_weights)
     if cfg.backbone_rotcam:
@@ -331,7 +358,9 @@ def backbone_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
             joints_cam = batch["joints_canonical"] @ rotmat.transpose(1, 2)
             reproj = losses.reprojection_loss(joints_cam, cam.float(), batch["joints2d"])
             out["loss"] = term + cfg.rotation_loss_weight * rot + cfg.camera_loss_weight * reproj
-            out.update(rotation=rot.detach(), camera=reproj.detach(), rotation_deg=_rotation_error_deg(rotmat, batch["rotmat"]))
+            out.update(
+                rotation=rot.detach(), camera=reproj.detach(), rotation_deg=_rotation_error_deg(rotmat, batch["rotmat"])
+            )
         if yaw_logits is not None:
             yaw, logged = yaw_terms(yaw_logits, batch["rotmat"])
             out["loss"] = out["loss"] + cfg.yaw_loss_weight * yaw
@@ -366,7 +395,9 @@ def _backbone_checkpoint(path: str) -> dict:
 
     ckpt = read_checkpoint(path)
     if ckpt.get("stage") != "backbone":
-        raise CheckpointError(f"{path}: not a backbone-stage checkpoint (stage {ckpt.get('stage')!r}); give the final.pt of `mega-rt train backbone`")
+        raise CheckpointError(
+            f"{path}: not a backbone-stage checkpoint (stage {ckpt.get('stage')!r}); give the final.pt of `mega-rt train backbone`"
+        )
     return ckpt["model"]
 
 
@@ -396,7 +427,9 @@ def load_backbone_weights(mega: nn.Module, path: str) -> int:
     given = {k if k.startswith("backbone.") else f"decoder.{k}": v for k, v in sd.items()}
     own = {k: v for k, v in mega.state_dict().items() if k.startswith(("backbone.", "decoder."))}
     required = [k for k in own if k.startswith("backbone.")]
-    return copy_matching(own, given, path, "backbone does not match this MEGA config", "train it with the same model_config", required)
+    return copy_matching(
+        own, given, path, "backbone does not match this MEGA config", "train it with the same model_config", required
+    )
 
 
 # ---- pretrain ------------------------------------------------------------------------------------
@@ -434,7 +467,11 @@ def pretrain_stage(cfg: TrainConfig, info: DistInfo) -> Stage:
         tokens_in, masked = _masked_inputs(tokens, batch["mask_noise"])
         logits = module(tokens_in, ~masked)
         ce = losses.masked_token_loss(logits, tokens, masked)
-        return {"loss": cfg.token_loss_weight * ce, "tokens": ce.detach(), "token_accuracy": _token_accuracy(logits, tokens, masked)}
+        return {
+            "loss": cfg.token_loss_weight * ce,
+            "tokens": ce.detach(),
+            "token_accuracy": _token_accuracy(logits, tokens, masked),
+        }
 
     return Stage(
         name="pretrain", module=model, dataset=dataset, loss=loss,
@@ -517,7 +554,9 @@ def _init_hmr(module: HmrForward, cfg: TrainConfig) -> None:
     ckpt = read_checkpoint(path)
     stage = _checkpoint_stage(ckpt)
     if stage not in (None, "pretrain", "hmr"):
-        raise CheckpointError(f"{path}: a {stage}-stage checkpoint; init_weights of hmr takes a pretrain or hmr run's final.pt")
+        raise CheckpointError(
+            f"{path}: a {stage}-stage checkpoint; init_weights of hmr takes a pretrain or hmr run's final.pt"
+        )
     sd = ckpt["model"]
     own = module.mega.state_dict()
     heads = {}
@@ -529,16 +568,28 @@ def _init_hmr(module: HmrForward, cfg: TrainConfig) -> None:
         load_pretrained_tokens_model(module.mega, path)
         return
     if cfg.backbone_weights:
-        raise CheckpointError(f"{path}: continues a whole MEGA, backbone included; remove backbone_weights from the config")
+        raise CheckpointError(
+            f"{path}: continues a whole MEGA, backbone included; remove backbone_weights from the config"
+        )
     copy_matching(own, sd, path, f"does not fit MEGA {cfg.model_config!r}", "continue a run of the same model_config")
     yaw = heads.get("yaw_head")
     if yaw and module.yaw_head is not None:
         theirs = yaw["weight"].shape[0]
         if theirs != cfg.yaw_bins:
-            raise CheckpointError(f"{path}: its yaw head has {theirs} bins, this run {cfg.yaw_bins}; set yaw_bins: {theirs} or start from its final.pt")
-        copy_matching(module.yaw_head.state_dict(), yaw, path, "its yaw head does not fit this run's", "start from its final.pt")
+            raise CheckpointError(
+                f"{path}: its yaw head has {theirs} bins, this run {cfg.yaw_bins}; set yaw_bins: {theirs} or start from its final.pt"
+            )
+        copy_matching(
+            module.yaw_head.state_dict(), yaw, path, "its yaw head does not fit this run's", "start from its final.pt"
+        )
     if heads.get("pose_head") and module.pose_head is not None:
-        copy_matching(module.pose_head.state_dict(), heads["pose_head"], path, "its pose head does not fit this run's", "start from its final.pt")
+        copy_matching(
+            module.pose_head.state_dict(),
+            heads["pose_head"],
+            path,
+            "its pose head does not fit this run's",
+            "start from its final.pt",
+        )
 
 
 def hmr_stage(cfg: TrainConfig, info: DistInfo) -> Stage:

@@ -94,7 +94,9 @@ def check_feeds(backend: Backend, feeds: Mapping[str, Any]) -> None:
     unknown = [n for n in feeds if n not in backend.inputs]
     if missing or unknown:
         expected = ", ".join(s.describe() for s in backend.inputs.values())
-        raise BackendError(f"{backend.name} {backend.graph or 'graph'}: missing {missing} unknown {unknown}; expected {expected}")
+        raise BackendError(
+            f"{backend.name} {backend.graph or 'graph'}: missing {missing} unknown {unknown}; expected {expected}"
+        )
     batch = None
     for name, spec in backend.inputs.items():
         t = feeds[name]
@@ -102,9 +104,13 @@ def check_feeds(backend: Backend, feeds: Mapping[str, Any]) -> None:
         if got != spec.dtype:
             raise BackendError(f"{backend.name} {backend.graph}: input {name} is {got}, expected {spec.dtype}")
         if t.dim() != len(spec.shape) or any(d not in (-1, s) for d, s in zip(spec.shape, t.shape)):
-            raise BackendError(f"{backend.name} {backend.graph}: input {name} has shape {tuple(t.shape)}, expected {spec.describe()}")
+            raise BackendError(
+                f"{backend.name} {backend.graph}: input {name} has shape {tuple(t.shape)}, expected {spec.describe()}"
+            )
         if spec.shape and spec.shape[0] == -1:
             if batch is None:
                 batch = t.shape[0]
             elif t.shape[0] != batch:
-                raise BackendError(f"{backend.name} {backend.graph}: input {name} has {t.shape[0]} rows, the others {batch}")
+                raise BackendError(
+                    f"{backend.name} {backend.graph}: input {name} has {t.shape[0]} rows, the others {batch}"
+                )

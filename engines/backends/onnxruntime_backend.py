@@ -29,7 +29,9 @@ _ORT_TYPES = {
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, graph: str = "", providers: list[str] | None = None, threads: int | None = None):
+    def __init__(
+        self, path: str | Path, graph: str = "", providers: list[str] | None = None, threads: int | None = None
+    ):
         ort = require("onnxruntime")
         path = Path(path)
         if not path.is_file():
@@ -44,7 +46,11 @@ class OnnxRuntimeBackend:
             options.inter_op_num_threads = 1
         available = ort.get_available_providers()
         if providers is None:
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
+            providers = (
+                ["CUDAExecutionProvider", "CPUExecutionProvider"]
+                if "CUDAExecutionProvider" in available
+                else ["CPUExecutionProvider"]
+            )
         missing = [p for p in providers if p not in available]
         if missing:
             raise BackendError(
@@ -58,13 +64,17 @@ class OnnxRuntimeBackend:
         self._symbols = {}  # output dim name -> (input name, axis) that defines it
         self.inputs, self.outputs = {}, {}
         for i in self.session.get_inputs():
-            self.inputs[i.name] = TensorSpec(i.name, _dtype(i.type, path), tuple(d if isinstance(d, int) else -1 for d in i.shape))
+            self.inputs[i.name] = TensorSpec(
+                i.name, _dtype(i.type, path), tuple(d if isinstance(d, int) else -1 for d in i.shape)
+            )
             for axis, d in enumerate(i.shape):
                 if isinstance(d, str):
                     self._symbols.setdefault(d, (i.name, axis))
         self._output_dims = {}
         for o in self.session.get_outputs():
-            self.outputs[o.name] = TensorSpec(o.name, _dtype(o.type, path), tuple(d if isinstance(d, int) else -1 for d in o.shape))
+            self.outputs[o.name] = TensorSpec(
+                o.name, _dtype(o.type, path), tuple(d if isinstance(d, int) else -1 for d in o.shape)
+            )
             self._output_dims[o.name] = list(o.shape)
         self._cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self._device = torch.device("cuda", 0) if self._cuda else torch.device("cpu")
@@ -104,7 +114,9 @@ class OnnxRuntimeBackend:
         if isinstance(dim, int):
             return dim
         if dim not in self._symbols:
-            raise BackendError(f"onnxruntime {self.graph}: output dim {dim!r} is not an input dim; cannot preallocate on CUDA")
+            raise BackendError(
+                f"onnxruntime {self.graph}: output dim {dim!r} is not an input dim; cannot preallocate on CUDA"
+            )
         name, axis = self._symbols[dim]
         return int(feeds[name].shape[axis])
 

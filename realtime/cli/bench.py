@@ -1,8 +1,8 @@
 """mega-rt bench: three benchmarks, one command each.
 
-    mega-rt bench model          the PyTorch MEGA the pipeline serves (random weights): crops/s, decode ms, stochastic ms
-    mega-rt bench backend        the exported graphs on torch, onnxruntime or TensorRT, every stage timed
-    mega-rt bench pipeline IN    the whole video pipeline on IN: end-to-end fps and per-stage ms
+mega-rt bench model          the PyTorch MEGA the pipeline serves (random weights): crops/s, decode ms, stochastic ms
+mega-rt bench backend        the exported graphs on torch, onnxruntime or TensorRT, every stage timed
+mega-rt bench pipeline IN    the whole video pipeline on IN: end-to-end fps and per-stage ms
 """
 
 from __future__ import annotations
@@ -21,14 +21,28 @@ def bench():
 def _shared_options(f):
     """Options of `bench model` and `bench backend` (random weights of a shipped config, timed crops)."""
     opts = [
-        click.option("--config", "config_name", default="mega_hrnet", show_default=True, help="Shipped config: mega_hrnet, mega_resnet, mega_vit or mega_tiny."),
-        click.option("--batch", "batch_text", default="1,8", show_default=True, help="Comma-separated batch sizes (crops per call)."),
+        click.option(
+            "--config",
+            "config_name",
+            default="mega_hrnet",
+            show_default=True,
+            help="Shipped config: mega_hrnet, mega_resnet, mega_vit or mega_tiny.",
+        ),
+        click.option(
+            "--batch",
+            "batch_text",
+            default="1,8",
+            show_default=True,
+            help="Comma-separated batch sizes (crops per call).",
+        ),
         click.option("--samples", default=8, show_default=True, help="Q hypotheses per crop (stochastic)."),
         click.option("--steps", default=5, show_default=True, help="T decoding steps (stochastic)."),
         click.option("--repeats", default=5, show_default=True, help="Timed repeats per figure (median reported)."),
         click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice)."),
         click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
-        click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON."),
+        click.option(
+            "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON."
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -61,9 +75,19 @@ def _host_meta(**meta) -> dict:
 
 @bench.command("model")
 @_shared_options
-@click.option("--stochastic/--no-stochastic", default=True, show_default=True, help="Include the stochastic (Q x T) figures.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True, help="Autocast precision: bf16 (CPU/GPU) or fp16 (GPU).")
-def bench_model_cmd(config_name, batch_text, samples, steps, repeats, threads, device, json_path, stochastic, precision):
+@click.option(
+    "--stochastic/--no-stochastic", default=True, show_default=True, help="Include the stochastic (Q x T) figures."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Autocast precision: bf16 (CPU/GPU) or fp16 (GPU).",
+)
+def bench_model_cmd(
+    config_name, batch_text, samples, steps, repeats, threads, device, json_path, stochastic, precision
+):
     """The PyTorch MEGA as the pipeline serves it (BN folded, channels_last): deterministic crops/s,
     Mesh-VQ-VAE decode ms and stochastic ms per crop, on random weights of --config."""
     import torch
@@ -79,13 +103,27 @@ def bench_model_cmd(config_name, batch_text, samples, steps, repeats, threads, d
     if precision == "fp16" and not device.startswith("cuda"):
         fail("--precision fp16: fp16 autocast needs a CUDA device; on a CPU use --precision bf16 (or fp32)")
     mega_config(config_name)  # a one-line error for an unknown name, before any work
-    click.echo(f"torch {torch.__version__}  device {device}  threads {torch.get_num_threads()}  config {config_name}  precision {precision}")
+    click.echo(
+        f"torch {torch.__version__}  device {device}  threads {torch.get_num_threads()}  config {config_name}  precision {precision}"
+    )
     try:
-        results = bench_model(config_name, batches, samples, steps, repeats, device=device, stochastic=stochastic, precision=precision, progress=click.echo)
+        results = bench_model(
+            config_name,
+            batches,
+            samples,
+            steps,
+            repeats,
+            device=device,
+            stochastic=stochastic,
+            precision=precision,
+            progress=click.echo,
+        )
     except (AssetError, ConfigError) as e:
         fail(str(e))
     if json_path:
-        _write_json(json_path, results_json(results, **_host_meta(config=config_name, precision=precision, device=device)))
+        _write_json(
+            json_path, results_json(results, **_host_meta(config=config_name, precision=precision, device=device))
+        )
 
 
 @bench.command("backend")
@@ -95,14 +133,35 @@ def bench_model_cmd(config_name, batch_text, samples, steps, repeats, threads, d
 )  # fmt: skip
 @_shared_options
 @click.option("--stochastic", is_flag=True, help="Also time the stochastic loop (encode, T steps, mesh).")
-@click.option("--engine", "engine_path", type=click.Path(exists=True, file_okay=False), default=None, help="Engine folder to time (default: the cached one for --config, exported on first use).")
+@click.option(
+    "--engine",
+    "engine_path",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Engine folder to time (default: the cached one for --config, exported on first use).",
+)
 @click.option(
     "--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
     help="Graph precision; auto = what the pipeline and `mega-rt export` use (torch: fp16 on CUDA, fp32 on CPU; onnxruntime fp32; tensorrt fp16).",
 )  # fmt: skip
 @click.option("--compile", "compile_", is_flag=True, help="torch backend: torch.compile the graphs.")
 @click.option("--cuda-graphs", is_flag=True, help="torch/tensorrt backends on CUDA: replay CUDA graphs per batch size.")
-def bench_backend_cmd(backend, config_name, batch_text, samples, steps, repeats, threads, device, json_path, stochastic, engine_path, precision, compile_, cuda_graphs):
+def bench_backend_cmd(
+    backend,
+    config_name,
+    batch_text,
+    samples,
+    steps,
+    repeats,
+    threads,
+    device,
+    json_path,
+    stochastic,
+    engine_path,
+    precision,
+    compile_,
+    cuda_graphs,
+):
     """The MEGA graphs on one backend, every stage timed: the oneshot graph, and with --stochastic the
     encode / step / mesh loop. Random weights of --config; ONNX and TensorRT engines come from the cache."""
     from pathlib import Path
@@ -124,11 +183,15 @@ def bench_backend_cmd(backend, config_name, batch_text, samples, steps, repeats,
         device = "cuda"
     device = _device(device)
     if precision == "auto":
-        precision = {"onnxruntime": "fp32", "tensorrt": "fp16"}.get(backend) or ("fp16" if device.startswith("cuda") else "fp32")
+        precision = {"onnxruntime": "fp32", "tensorrt": "fp16"}.get(backend) or (
+            "fp16" if device.startswith("cuda") else "fp32"
+        )
     if backend == "torch" and precision == "fp16" and not device.startswith("cuda"):
         fail("--precision fp16 on the torch backend needs a CUDA device; on a CPU use bf16 or fp32")
     cfg = mega_config(config_name)
-    click.echo(f"backend {backend}  precision {precision}  device {device}  threads {torch.get_num_threads()}  config {cfg.name}")
+    click.echo(
+        f"backend {backend}  precision {precision}  device {device}  threads {torch.get_num_threads()}  config {cfg.name}"
+    )
     try:
         results, meta = bench_backend(
             backend, cfg, batches, samples, steps, repeats, stochastic=stochastic, precision=precision,
@@ -145,7 +208,9 @@ def bench_backend_cmd(backend, config_name, batch_text, samples, steps, repeats,
 @click.argument("input_path", metavar="IN")
 @click.option("--render/--no-render", default=True, show_default=True, help="Include rendering and mp4 encoding.")
 @click.option("--frame-batch", type=int, default=4, show_default=True, help="Frames whose people share one MEGA call.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON."
+)
 @model_options
 def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
     """End-to-end fps and per-stage ms of `mega-rt video` on IN, with its options (outputs go to a
@@ -164,7 +229,9 @@ def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
         options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),
                                   max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"])  # fmt: skip
         s = _run(options, kw, detector, regressor, faces, "bench", True)
-    click.echo(f"{input_path}: {what}, backend {kw['backend']}, device {regressor.device}, threads {torch.get_num_threads()}, samples {kw['samples']}")
+    click.echo(
+        f"{input_path}: {what}, backend {kw['backend']}, device {regressor.device}, threads {torch.get_num_threads()}, samples {kw['samples']}"
+    )
     click.echo(s.line())
     if json_path:
         figures = dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s, stage_ms_per_frame=s.stage_ms,
@@ -177,7 +244,9 @@ def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
 @click.option("--size", default="1280x720", show_default=True, help="Frame size WxH.")
 @click.option("--frames", type=int, default=30, show_default=True, help="Timed frames per figure (median reported).")
 @click.option("--std", is_flag=True, help="Colour the meshes by a per-vertex spread, as the stochastic mode does.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON."
+)
 def bench_render_cmd(people_text, size, frames, std, json_path):
     """The render stage alone: ms per frame of the overlay (meshes composited over the frame, boxes, legend)
     on a synthetic scene of walking people."""
@@ -196,10 +265,11 @@ def bench_render_cmd(people_text, size, frames, std, json_path):
     try:
         for n in people:
             r = bench_overlay(n, width, height, frames, with_std=std)
-            click.echo(f"render {width}x{height} people {n:<3d} {r['ms_median']:8.2f} ms/frame (median; mean {r['ms_mean']:.2f}; process CPU {r['cpu_ms_median']:.2f} ms)")
+            click.echo(
+                f"render {width}x{height} people {n:<3d} {r['ms_median']:8.2f} ms/frame (median; mean {r['ms_mean']:.2f}; process CPU {r['cpu_ms_median']:.2f} ms)"
+            )
             figures.append(r)
     except RendererUnavailable as e:
         fail(str(e), 1)
     if json_path:
         _write_json(json_path, _host_meta(results=figures, std=std))
-

@@ -17,7 +17,6 @@ def fail(message: str, code: int = 2):
     raise err
 
 
-
 def parse_batches(text: str) -> tuple[int, ...]:
     try:
         batches = tuple(int(x) for x in text.split(","))
@@ -26,7 +25,6 @@ def parse_batches(text: str) -> tuple[int, ...]:
     if not batches or min(batches) < 1:
         fail(f"--batch {text!r}: batch sizes must be >= 1")
     return batches
-
 
 
 def parse_size(text: str, option: str) -> tuple[int, int]:
@@ -38,7 +36,6 @@ def parse_size(text: str, option: str) -> tuple[int, int]:
     if a < 16 or b < 16:
         fail(f"{option} {text!r}: expected two sizes of at least 16 pixels, like 1280x720")
     return a, b
-
 
 
 def mega_config(ref: str):
@@ -70,7 +67,6 @@ def parse_range(text: str) -> tuple[int, int, int]:
     return parts
 
 
-
 def train_errors():
     """The exceptions that mean bad input or a run that cannot go on: one line, no traceback."""
     from train.assets import AssetError
@@ -81,8 +77,16 @@ def train_errors():
     from train.joints import RegressorError
     from train.loop import TrainingError
 
-    return (AssetError, CheckpointError, ConfigError, DatasetError, RegressorError, SmplError, TrainingError, FileNotFoundError)
-
+    return (
+        AssetError,
+        CheckpointError,
+        ConfigError,
+        DatasetError,
+        RegressorError,
+        SmplError,
+        TrainingError,
+        FileNotFoundError,
+    )
 
 
 def parse_samples(text: str) -> tuple[int, ...]:
@@ -93,4 +97,3 @@ def parse_samples(text: str) -> tuple[int, ...]:
     if any(v < 1 for v in values):
         fail(f"--samples {text!r}: expected comma-separated positive integers, e.g. 1,5,10 (or an empty string)")
     return values
-

@@ -30,7 +30,9 @@ def info():
             click.echo(f"{mod}: not installed")
         except Exception as e:  # installed but broken (a missing shared library, a version clash): say why
             reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            click.echo(f"{mod}: installed but does not import ({e.__class__.__name__}{': ' + reason if reason else ''})")
+            click.echo(
+                f"{mod}: installed but does not import ({e.__class__.__name__}{': ' + reason if reason else ''})"
+            )
     click.echo(f"asset folders searched: {', '.join(str(d) for d in assets.search_dirs())}")
     status = assets.asset_status()
     ok = sum(v.startswith("ok") for v in status.values())
@@ -42,11 +44,20 @@ def info():
         click.echo("  -> run `mega-rt fetch` (internet) or set MEGA_RT_ASSETS to a folder that holds them")
 
 
-
 @click.command()
-@click.option("--dest", type=click.Path(file_okay=False), default=None, help="Folder to download into (default: the user cache).")
-@click.option("--base-url", default=None, help="Mirror to fetch from instead of the upstream hosts (files at BASE/<name>).")
-@click.option("--weights", "weights_kind", type=click.Choice(["official"]), default=None, help="Print how to get the official MEGA weights (Zenodo 14974141) and where to put them.")
+@click.option(
+    "--dest", type=click.Path(file_okay=False), default=None, help="Folder to download into (default: the user cache)."
+)
+@click.option(
+    "--base-url", default=None, help="Mirror to fetch from instead of the upstream hosts (files at BASE/<name>)."
+)
+@click.option(
+    "--weights",
+    "weights_kind",
+    type=click.Choice(["official"]),
+    default=None,
+    help="Print how to get the official MEGA weights (Zenodo 14974141) and where to put them.",
+)
 def fetch(dest, base_url, weights_kind):
     """Download the public assets (Mesh-VQ-VAE connection matrices, template, part segmentation), verifying sha256."""
     if weights_kind == "official":
@@ -74,7 +85,9 @@ def fetch(dest, base_url, weights_kind):
         return update
 
     try:
-        paths = assets.fetch(dest_root=Path(dest) if dest else None, base_url=base_url, progress_factory=progress_factory)
+        paths = assets.fetch(
+            dest_root=Path(dest) if dest else None, base_url=base_url, progress_factory=progress_factory
+        )
     except assets.AssetError as e:
         fail(str(e), 1)
     finally:

@@ -14,18 +14,46 @@ from realtime.cli.common import fail, parse_size
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same scene and ground truth.")
 @click.option("--size", default="1280x720", show_default=True, help="Frame size WxH.")
 @click.option("--fps", type=float, default=30.0, show_default=True)
-@click.option("--focal", type=float, default=None, help="Focal length in pixels (default: the pipeline's 1000/224*max(W,H)).")
-@click.option("--dataset", "dataset_dir", type=click.Path(file_okay=False), default=None, help="Write training crops into this folder instead of a video.")
-@click.option("--detection-dataset", "detection_dir", type=click.Path(file_okay=False), default=None, help="Write person-detection training images (YOLO layout, one scene each, --size, up to --people) into this folder.")
-@click.option("--samples", type=int, default=1000, show_default=True, help="Crops (--dataset) or training images (--detection-dataset; plus a tenth as validation images) to write.")
-@click.option("--crop", type=click.Choice(["224x224", "256x192"]), default="224x224", show_default=True, help="Crop size HxW: the backbone input (256x192 for ViT).")
+@click.option(
+    "--focal", type=float, default=None, help="Focal length in pixels (default: the pipeline's 1000/224*max(W,H))."
+)
+@click.option(
+    "--dataset",
+    "dataset_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write training crops into this folder instead of a video.",
+)
+@click.option(
+    "--detection-dataset",
+    "detection_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write person-detection training images (YOLO layout, one scene each, --size, up to --people) into this folder.",
+)
+@click.option(
+    "--samples",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Crops (--dataset) or training images (--detection-dataset; plus a tenth as validation images) to write.",
+)
+@click.option(
+    "--crop",
+    type=click.Choice(["224x224", "256x192"]),
+    default="224x224",
+    show_default=True,
+    help="Crop size HxW: the backbone input (256x192 for ViT).",
+)
 def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_dir, samples, crop):
     """Render synthetic people with exact ground truth: OUT.mp4 + OUT.npz, a crop dataset (--dataset DIR),
     or a person-detection dataset (--detection-dataset DIR)."""
     from pathlib import Path
 
     if sum(x is not None for x in (out, dataset_dir, detection_dir)) != 1:
-        fail("give one of OUT.mp4 (a video), --dataset DIR (training crops) or --detection-dataset DIR (detector training images)")
+        fail(
+            "give one of OUT.mp4 (a video), --dataset DIR (training crops) or --detection-dataset DIR (detector training images)"
+        )
     width, height = parse_size(size, "--size")
     if focal is not None and focal <= 0:
         fail(f"--focal {focal}: must be positive")
@@ -52,11 +80,19 @@ def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_di
 
             if samples < 1 or people < 1:
                 fail(f"--samples {samples} --people {people}: both must be at least 1")
-            cfg = DetectionDatasetConfig(samples=samples, val_samples=max(1, samples // 10), image_wh=(width, height), max_people=people, seed=seed)
+            cfg = DetectionDatasetConfig(
+                samples=samples,
+                val_samples=max(1, samples // 10),
+                image_wh=(width, height),
+                max_people=people,
+                seed=seed,
+            )
             with tqdm(total=cfg.samples + cfg.val_samples, desc="images", unit="img", disable=None) as bar:
                 index = write_detection_dataset(detection_dir, cfg, progress=lambda n: bar.update(n - bar.n))
-            click.echo(f"{index['images']['train']} training + {index['images']['val']} validation images, "
-                       f"{index['labelled_people']} people, in {detection_dir} (index.json)")
+            click.echo(
+                f"{index['images']['train']} training + {index['images']['val']} validation images, "
+                f"{index['labelled_people']} people, in {detection_dir} (index.json)"
+            )
             return
         if people < 1 or frames < 1:
             fail(f"--people {people} --frames {frames}: both must be at least 1")
@@ -74,4 +110,3 @@ def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_di
         click.echo(f"{video} ({frames} frames, {width}x{height}, {people} people) and ground truth {npz}")
     except (RendererUnavailable, assets.AssetError, OSError) as e:  # OSError: an output that cannot be written
         fail(str(e), 1)
-

@@ -19,29 +19,99 @@ EXIT_INTERRUPTED = 130
 def model_options(f):
     """Options shared by video, stream and bench pipeline (weights, backend, detector, stochastic mode)."""
     opts = [
-        click.option("--weights", type=click.Path(dir_okay=False), default=None, help="MEGA checkpoint (official CVQMAE/mega_* or own); default: the demo weights."),
-        click.option("--mesh-weights", type=click.Path(dir_okay=False), default=None, help="Mesh-VQ-VAE checkpoint (MESH_VQVAE/mesh_vqvae_54 or own)."),
-        click.option("--random-weights", is_flag=True, help="Run on random weights of --config (plumbing tests; the meshes mean nothing)."),
-        click.option("--config", "config_ref", default="mega_tiny", show_default=True, help="Config of --random-weights (name or YAML)."),
-        click.option("--backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default="torch", show_default=True, help="MEGA backend; onnxruntime/tensorrt need --engine."),
-        click.option("--engine", type=click.Path(exists=True, file_okay=False), default=None, help="Engine folder from `mega-rt export` (its weights are used)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
-                     help="torch backend: MEGA's compute precision (LayerNorm/softmax stay fp32); auto = fp16 on CUDA, fp32 on CPU (bf16 is ~2x faster on CPUs with avx512_bf16). Engines carry their own."),
-        click.option("--samples", type=int, default=1, show_default=True, help="Q > 1: stochastic mode, mean mesh coloured by per-vertex std."),
+        click.option(
+            "--weights",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="MEGA checkpoint (official CVQMAE/mega_* or own); default: the demo weights.",
+        ),
+        click.option(
+            "--mesh-weights",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Mesh-VQ-VAE checkpoint (MESH_VQVAE/mesh_vqvae_54 or own).",
+        ),
+        click.option(
+            "--random-weights",
+            is_flag=True,
+            help="Run on random weights of --config (plumbing tests; the meshes mean nothing).",
+        ),
+        click.option(
+            "--config",
+            "config_ref",
+            default="mega_tiny",
+            show_default=True,
+            help="Config of --random-weights (name or YAML).",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
+            default="torch",
+            show_default=True,
+            help="MEGA backend; onnxruntime/tensorrt need --engine.",
+        ),
+        click.option(
+            "--engine",
+            type=click.Path(exists=True, file_okay=False),
+            default=None,
+            help="Engine folder from `mega-rt export` (its weights are used).",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+            default="auto",
+            show_default=True,
+            help="torch backend: MEGA's compute precision (LayerNorm/softmax stay fp32); auto = fp16 on CUDA, fp32 on CPU (bf16 is ~2x faster on CPUs with avx512_bf16). Engines carry their own.",
+        ),
+        click.option(
+            "--samples",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Q > 1: stochastic mode, mean mesh coloured by per-vertex std.",
+        ),
         click.option("--steps", type=int, default=None, help="T decoding steps (stochastic; default: the config's)."),
-        click.option("--temperature", type=float, default=None, help="Max sampling temperature (stochastic; default: the config's)."),
-        click.option("--detector", default="yolo11n.pt", show_default=True, help="YOLO weights (.pt/.yaml/.onnx/.engine) or 'full-frame'."),
-        click.option("--boxes", type=click.Path(dir_okay=False), default=None, help="Precomputed boxes npz instead of a detector (see README)."),
+        click.option(
+            "--temperature",
+            type=float,
+            default=None,
+            help="Max sampling temperature (stochastic; default: the config's).",
+        ),
+        click.option(
+            "--detector",
+            default="yolo11n.pt",
+            show_default=True,
+            help="YOLO weights (.pt/.yaml/.onnx/.engine) or 'full-frame'.",
+        ),
+        click.option(
+            "--boxes",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Precomputed boxes npz instead of a detector (see README).",
+        ),
         click.option("--det-conf", type=float, default=0.3, show_default=True, help="Detector confidence threshold."),
         click.option("--det-imgsz", type=int, default=640, show_default=True, help="Detector input size."),
-        click.option("--no-track", is_flag=True, help="No ByteTrack (ids are -1 unless --boxes has them; no smoothing)."),
+        click.option(
+            "--no-track", is_flag=True, help="No ByteTrack (ids are -1 unless --boxes has them; no smoothing)."
+        ),
         click.option("--max-people", type=int, default=None, help="Keep the N largest people per frame."),
-        click.option("--smooth/--no-smooth", default=False, show_default=True, help="One-Euro smoothing per track (variance-aware with --samples)."),
+        click.option(
+            "--smooth/--no-smooth",
+            default=False,
+            show_default=True,
+            help="One-Euro smoothing per track (variance-aware with --samples).",
+        ),
         click.option("--max-frames", type=int, default=None, help="Stop after N frames."),
         click.option("--batch", "max_batch", type=int, default=32, show_default=True, help="Most crops per MEGA call."),
         click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
         click.option("--threads", type=int, default=None, help="torch CPU threads."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the stochastic samples (and random weights)."),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed of the stochastic samples (and random weights).",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -114,13 +184,20 @@ def _build(kw: dict, fps: float | None = None):
 
         _, faces = read_template_ply(find_asset(TEMPLATE_ASSET))
         threads = torch.get_num_threads()
-        detector = build_detector(None if kw["boxes"] else kw["detector"], kw["boxes"], kw["det_conf"], kw["det_imgsz"], not kw["no_track"], device if device != "cpu" else "cpu", fps)
+        detector = build_detector(
+            None if kw["boxes"] else kw["detector"],
+            kw["boxes"],
+            kw["det_conf"],
+            kw["det_imgsz"],
+            not kw["no_track"],
+            device if device != "cpu" else "cpu",
+            fps,
+        )
         torch.set_num_threads(threads)  # importing ultralytics may change torch's thread count
         models, what = (None, f"engine {kw['engine']}")
         if kw["engine"] is None:
             cfg = None
             if kw["random_weights"]:
-
                 cfg = mega_config(kw["config_ref"])
             models, what = load_models(kw["weights"], kw["mesh_weights"], kw["random_weights"], cfg, kw["seed"])
         precision = kw.get("precision", "auto")
@@ -129,7 +206,9 @@ def _build(kw: dict, fps: float | None = None):
         if precision == "fp16" and not device.startswith("cuda"):
             fail("--precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
         if precision != "fp32" and kw["engine"] is not None and kw.get("precision") != "auto":
-            fail("--precision applies to the torch backend without --engine; an engine runs in the precision it was exported with")
+            fail(
+                "--precision applies to the torch backend without --engine; an engine runs in the precision it was exported with"
+            )
         regressor = build_regressor(models, kw["backend"], kw["engine"], kw["samples"], kw["steps"], kw["temperature"], kw["max_batch"], device,
                                     kw["seed"], kw["threads"], precision)  # fmt: skip
     except (WeightsMissing, DetectorError, CheckpointError) as e:
@@ -137,7 +216,10 @@ def _build(kw: dict, fps: float | None = None):
     except (AssetError, BackendError, EngineMismatch) as e:
         fail(str(e), 1)
     if kw["random_weights"]:
-        click.echo("warning: random weights - the meshes are noise; for real ones see `mega-rt fetch --weights official`", err=True)
+        click.echo(
+            "warning: random weights - the meshes are noise; for real ones see `mega-rt fetch --weights official`",
+            err=True,
+        )
     return detector, regressor, faces, what
 
 
@@ -156,7 +238,9 @@ def _run(options, kw, detector, regressor, faces, progress_label: str, no_progre
     total = source.frame_count if not source.live else None
     if total and kw["max_frames"]:
         total = min(total, kw["max_frames"])
-    bar = tqdm(total=total or None, desc=progress_label, unit="frame", disable=True if no_progress else None, leave=False)
+    bar = tqdm(
+        total=total or None, desc=progress_label, unit="frame", disable=True if no_progress else None, leave=False
+    )
     t0 = [None]
 
     def progress(done, timer):
@@ -197,9 +281,22 @@ def _report(summary, options):
 
 @click.command("video")
 @click.argument("input_path", metavar="IN")
-@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Overlay video (default: <IN stem>_mega.mp4 here).")
-@click.option("--results", default=None, type=click.Path(dir_okay=False), help="Results npz (+ .jsonl beside it; default: OUT with .npz).")
-@click.option("--export-meshes", "export_dir", default=None, type=click.Path(file_okay=False), help="Write one mesh per track and frame into DIR/track_<id>/.")
+@click.option(
+    "--out", default=None, type=click.Path(dir_okay=False), help="Overlay video (default: <IN stem>_mega.mp4 here)."
+)
+@click.option(
+    "--results",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Results npz (+ .jsonl beside it; default: OUT with .npz).",
+)
+@click.option(
+    "--export-meshes",
+    "export_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Write one mesh per track and frame into DIR/track_<id>/.",
+)
 @click.option("--export-format", type=click.Choice(["obj", "ply"]), default="obj", show_default=True)
 @click.option("--frame-batch", type=int, default=4, show_default=True, help="Frames whose people share one MEGA call.")
 @click.option("--no-progress", is_flag=True)
@@ -230,7 +327,9 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_p
     if frame_batch < 1:
         fail("--frame-batch must be at least 1")
     detector, regressor, faces, what = _build(kw, fps)
-    click.echo(f"{input_path} -> {out}, {results}  ({what}, backend {kw['backend']}, {'Q=%d stochastic' % kw['samples'] if kw['samples'] > 1 else 'deterministic'}, detector {getattr(detector, 'name', '?')})")
+    click.echo(
+        f"{input_path} -> {out}, {results}  ({what}, backend {kw['backend']}, {'Q=%d stochastic' % kw['samples'] if kw['samples'] > 1 else 'deterministic'}, detector {getattr(detector, 'name', '?')})"
+    )
     options = PipelineOptions(
         source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
         max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what},
@@ -238,9 +337,13 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_p
     _report(_run(options, kw, detector, regressor, faces, "video", no_progress), options)
 
 
-
 @click.command("stream")
-@click.option("--camera", "camera", default=None, help="Camera index (0), a URL (rtsp://, http://) or a file played at its own rate.")
+@click.option(
+    "--camera",
+    "camera",
+    default=None,
+    help="Camera index (0), a URL (rtsp://, http://) or a file played at its own rate.",
+)
 @click.option("--show/--no-show", default=None, help="Live window (default: on when a display exists).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also record the overlay to this mp4.")
 @click.option("--results", default=None, type=click.Path(dir_okay=False), help="Also write the results npz.")

@@ -36,7 +36,9 @@ def test_export_without_weights_or_config_says_what_to_pass(cache):
 
 
 def test_export_random_tiny_stochastic_writes_into_the_cache_with_a_summary(cache):
-    result = _run("export", "--config", "mega_tiny", "--stochastic", "--samples", "2", "--steps", "2", "--batch", "1:2:4")
+    result = _run(
+        "export", "--config", "mega_tiny", "--stochastic", "--samples", "2", "--steps", "2", "--batch", "1:2:4"
+    )
     assert result.exit_code == 0, result.output
     assert "random weights" in result.stderr and "meaningless" in result.stderr
     folder = _folder(result.stdout)
@@ -56,8 +58,15 @@ def test_export_official_checkpoint_then_verify_against_torch(cache, reference_d
     config.write_text(yaml.safe_dump(config_to_dict(mini_config(manifest, "cvqmae_hrnet"))))
     ckpt = reference_dir / "fixtures" / "checkpoint"
     result = _run(
-        "export", "--config", str(config), "--weights", str(ckpt / "CVQMAE" / "mega_hrnet"),
-        "--mesh-weights", str(ckpt / "MESH_VQVAE" / "mesh_vqvae_54"), "--batch", "1:2:2",
+        "export",
+        "--config",
+        str(config),
+        "--weights",
+        str(ckpt / "CVQMAE" / "mega_hrnet"),
+        "--mesh-weights",
+        str(ckpt / "MESH_VQVAE" / "mesh_vqvae_54"),
+        "--batch",
+        "1:2:2",
     )
     assert result.exit_code == 0, result.output
     assert "warning" not in result.stderr
@@ -86,8 +95,25 @@ def test_verify_refuses_engines_of_different_weights(cache):
 def test_bench_backend_onnxruntime_reports_stages_and_json(cache, tmp_path):
     out = tmp_path / "bench.json"
     result = _run(
-        "bench", "backend", "--backend", "onnxruntime", "--config", "mega_tiny", "--batch", "2", "--stochastic",
-        "--samples", "2", "--steps", "2", "--repeats", "1", "--threads", "1", "--json", str(out),
+        "bench",
+        "backend",
+        "--backend",
+        "onnxruntime",
+        "--config",
+        "mega_tiny",
+        "--batch",
+        "2",
+        "--stochastic",
+        "--samples",
+        "2",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
     )
     assert result.exit_code == 0, result.output
     names = [r["name"] for r in json.loads(out.read_text())["results"]]
@@ -129,7 +155,9 @@ def test_bench_reuses_a_cached_engine_whose_batch_range_covers_the_request(cache
     result = _run("export", "--config", "mega_tiny", "--batch", "1:4:4", "--no-parity")
     assert result.exit_code == 0, result.output
     folder = _folder(result.stdout)
-    result = _run("bench", "backend", "--backend", "onnxruntime", "--config", "mega_tiny", "--batch", "2", "--repeats", "1")
+    result = _run(
+        "bench", "backend", "--backend", "onnxruntime", "--config", "mega_tiny", "--batch", "2", "--repeats", "1"
+    )
     assert result.exit_code == 0, result.output
     assert f"engine: {folder} (cached)" in result.output
     assert len(list(folder.parent.iterdir())) == 1  # nothing new was exported
@@ -177,7 +205,20 @@ def test_bench_backend_torch_runs_the_served_models(cache, monkeypatch):
         raise RuntimeError("inference rewrite changed the outputs (max abs diff 1); not using it")
 
     monkeypatch.setattr(inference, "prepare_for_inference", refuse)
-    result = _run("bench", "backend", "--backend", "torch", "--config", "mega_tiny", "--batch", "1", "--repeats", "1", "--device", "cpu")
+    result = _run(
+        "bench",
+        "backend",
+        "--backend",
+        "torch",
+        "--config",
+        "mega_tiny",
+        "--batch",
+        "1",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "warning: BatchNorm folding / channels_last not applied" in result.output
     assert "torch oneshot graph" in result.output and "precision fp32" in result.output

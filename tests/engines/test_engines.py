@@ -46,12 +46,16 @@ def engines_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def oneshot_fp32(models, engines_root):
     # parity measured inside the export too: one test checks that it is recorded
-    return export_engine(models, ExportSpec(precision="fp32", batch=(1, 2, 8), parity_batch=3), engines_root, progress=lambda m: None)
+    return export_engine(
+        models, ExportSpec(precision="fp32", batch=(1, 2, 8), parity_batch=3), engines_root, progress=lambda m: None
+    )
 
 
 @pytest.fixture(scope="module")
 def oneshot_fp16(models, engines_root):
-    return export_engine(models, ExportSpec(precision="fp16", batch=(1, 2, 8)), engines_root, progress=lambda m: None, parity=False)
+    return export_engine(
+        models, ExportSpec(precision="fp16", batch=(1, 2, 8)), engines_root, progress=lambda m: None, parity=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,14 +133,21 @@ def test_fp16_oneshot_graph_stays_close_to_fp32(oneshot_fp16, models, cfg):
 def test_step_graph_equals_the_reference_sampler(models, cfg, stoch_fp32):
     """StepGraph (torch and onnxruntime) == Mega.step_logits + train.sampling.sample_step."""
     feeds = adapters.example_inputs("step", 4, cfg, samples=2, seed=5)
-    feeds["num_visible"] = torch.tensor([1, 20, 54, 33, 0, 27, 40, 12], dtype=torch.int32).clamp(min=feeds["visible"].sum(1).int())
+    feeds["num_visible"] = torch.tensor([1, 20, 54, 33, 0, 27, 40, 12], dtype=torch.int32).clamp(
+        min=feeds["visible"].sum(1).int()
+    )
     feeds["temperature"] = torch.tensor([0.0, 0.5, 1.0, 4.5, 0.8, 1.0, 2.0, 0.1])
     with torch.inference_mode():
         tokens, visible = feeds["tokens"].long(), feeds["visible"]
         logits = models.full.step_logits(feeds["image_tokens"], tokens, visible)
         t = feeds["temperature"]
         ref_tokens, ref_visible = sampling.sample_step(
-            logits, tokens, visible, feeds["num_visible"].long(), feeds["token_noise"] * t[:, None, None], feeds["confidence_noise"] * t[:, None]
+            logits,
+            tokens,
+            visible,
+            feeds["num_visible"].long(),
+            feeds["token_noise"] * t[:, None, None],
+            feeds["confidence_noise"] * t[:, None],
         )
     for backend in (torch_backends(models, ["step"])["step"], load_backend(stoch_fp32.folder / "step.onnx")):
         out = backend.run(feeds)
@@ -150,8 +161,17 @@ def test_fixed_shape_loop_equals_mega_generate_token_for_token(models, cfg, temp
     """Same generator seed -> same noise -> the same tokens at every step as Mega.generate."""
     images = _images(cfg, 2, seed=11)
     with torch.inference_mode():
-        ref, ref_history = models.full.generate(images, samples=Q, steps=T, temperature=temperature, generator=torch.Generator().manual_seed(4))
-    runner = MegaRunner(torch_backends(models, adapters.STOCHASTIC_GRAPHS, samples=Q), cfg.seq_length, cfg.num_embeddings, Q, T, temperature)
+        ref, ref_history = models.full.generate(
+            images, samples=Q, steps=T, temperature=temperature, generator=torch.Generator().manual_seed(4)
+        )
+    runner = MegaRunner(
+        torch_backends(models, adapters.STOCHASTIC_GRAPHS, samples=Q),
+        cfg.seq_length,
+        cfg.num_embeddings,
+        Q,
+        T,
+        temperature,
+    )
     got = runner.stochastic(images, generator=torch.Generator().manual_seed(4))
     for t, (a, b) in enumerate(zip(got.history, ref_history)):
         assert torch.equal(a.long(), b), f"step {t + 1}"
@@ -287,7 +307,9 @@ def test_engine_of_an_older_manifest_format_is_refused_with_its_rebuild_command(
         with pytest.raises(EngineMismatch) as e:
             load(old)
         message = str(e.value)
-        assert "\n" not in message and "manifest format 1" in message and f"rebuild: {data['rebuild_command']}" in message
+        assert (
+            "\n" not in message and "manifest format 1" in message and f"rebuild: {data['rebuild_command']}" in message
+        )
 
 
 def test_export_into_an_older_engine_folder_replaces_its_graphs(models, tmp_path):
@@ -422,7 +444,11 @@ def test_trt_build_plan_writes_plan_and_timing_cache_with_a_stand_in_tensorrt(tm
     assert (tmp_path / "out" / "oneshot.plan").read_bytes() == b"plan-bytes"
     assert (tmp_path / "timing.cache").read_bytes() == b"cache-out" and calls["cache_in"] == b"cache-in"
     assert calls["workspace"] == 1 << 30 and calls["profile"] == shapes and calls["ignore_mismatch"] is False
-    assert info == {"seconds": info["seconds"], "bytes": len(b"plan-bytes"), "timing_cache": str(tmp_path / "timing.cache")}
+    assert info == {
+        "seconds": info["seconds"],
+        "bytes": len(b"plan-bytes"),
+        "timing_cache": str(tmp_path / "timing.cache"),
+    }
     assert logged and "oneshot.plan" in logged[0]
     assert not list(tmp_path.rglob("*.partial*"))
 
@@ -502,7 +528,12 @@ def test_torch_backend_cuda_graph_replay_equals_eager(models, cfg):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_oneshot_plan_matches_pytorch(models, cfg, engines_root, precision):
-    result = export_engine(models, ExportSpec(format="tensorrt", precision=precision, batch=(1, 2, 8)), engines_root, progress=lambda m: None)
+    result = export_engine(
+        models,
+        ExportSpec(format="tensorrt", precision=precision, batch=(1, 2, 8)),
+        engines_root,
+        progress=lambda m: None,
+    )
     m = Manifest.read(result.folder)
     assert m.tensorrt["version"] and m.tensorrt["compute_capability"]
     backend = load_backend(result.folder / "oneshot.plan")
@@ -531,7 +562,12 @@ def test_tensorrt_stochastic_loop_reproduces_pytorch(models, cfg, engines_root):
 @pytest.mark.gpu
 def test_torch_tensorrt_oneshot_plan_runs_on_the_tensorrt_backend(models, cfg, engines_root):
     pytest.importorskip("torch_tensorrt", reason="needs torch-tensorrt (pip install 'mega-rt[tensorrt]')")
-    result = export_engine(models, ExportSpec(format="torch-tensorrt", precision="fp32", batch=(1, 2, 4)), engines_root, progress=lambda m: None)
+    result = export_engine(
+        models,
+        ExportSpec(format="torch-tensorrt", precision="fp32", batch=(1, 2, 4)),
+        engines_root,
+        progress=lambda m: None,
+    )
     parity = Manifest.read(result.folder).parity["graphs"]["oneshot"]
     assert parity["tokens"]["mismatched"] == 0
 
@@ -548,7 +584,13 @@ def test_step_graph_sorts_with_a_constant_k(stoch_fp32, cfg):
 
 @pytest.mark.gpu
 def test_whole_stochastic_loop_replays_as_one_cuda_graph(models, cfg):
-    runner = MegaRunner(torch_backends(models, adapters.STOCHASTIC_GRAPHS, samples=Q, device="cuda"), cfg.seq_length, cfg.num_embeddings, Q, T)
+    runner = MegaRunner(
+        torch_backends(models, adapters.STOCHASTIC_GRAPHS, samples=Q, device="cuda"),
+        cfg.seq_length,
+        cfg.num_embeddings,
+        Q,
+        T,
+    )
     images = _images(cfg, 2).cuda()
     torch.cuda.manual_seed(0)
     replay = runner.capture_stochastic(images)
@@ -572,14 +614,29 @@ def test_fp16_oneshot_graph_within_2mm_on_synthetic_crops_with_demo_weights(tmp_
     from train.stages import hmr_dataset
 
     if not (DEMO_DIR / "mega.pt").is_file():
-        pytest.skip(f"demo weights not installed in {DEMO_DIR} (mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package)")
+        pytest.skip(
+            f"demo weights not installed in {DEMO_DIR} (mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package)"
+        )
     crops = tmp_path / "crops"
     result = CliRunner().invoke(main, ["synth", "--dataset", str(crops), "--samples", "12", "--seed", "2024"])
     assert result.exit_code == 0, result.output
     models = build_models(ModelSource(None, DEMO_DIR / "mega.pt", DEMO_DIR / "tokenizer.pt"), assets_dir)
-    data = hmr_dataset(TrainConfig(stage="hmr"), models.cfg, models.full.backbone, augment=False, crop_dirs=(str(crops),), sequential=True)
+    data = hmr_dataset(
+        TrainConfig(stage="hmr"),
+        models.cfg,
+        models.full.backbone,
+        augment=False,
+        crop_dirs=(str(crops),),
+        sequential=True,
+    )
     images = data[list(range(12))]["images"]
-    engine = export_engine(models, ExportSpec(precision="fp16", batch=(1, 4, 16)), tmp_path / "engines", progress=lambda m: None, parity=False)
+    engine = export_engine(
+        models,
+        ExportSpec(precision="fp16", batch=(1, 4, 16)),
+        tmp_path / "engines",
+        progress=lambda m: None,
+        parity=False,
+    )
     out = load_backend(engine.folder / "oneshot.onnx").run({"images": images})
     ref = torch_backends(models, ["oneshot"])["oneshot"].run({"images": images})
 

@@ -23,10 +23,18 @@ def test_the_cuda_plan_measures_every_figure_the_gpu_targets_name(tmp_path):
     assert q[q.index("--samples") + 1] == "8" and q[q.index("--steps") + 1] == "5"
     for n in (1, 3, 40):
         assert steps[f"clip {n} people"].argv[steps[f"clip {n} people"].argv.index("--size") + 1] == "1280x720"
-        assert "--no-render" in steps[f"pipeline {n}p no render"].argv and "--no-render" not in steps[f"pipeline {n}p render"].argv
+        assert (
+            "--no-render" in steps[f"pipeline {n}p no render"].argv
+            and "--no-render" not in steps[f"pipeline {n}p render"].argv
+        )
     assert "stream" in steps["live 3p paced"].argv and "gpu tests" in steps
     names = list(steps)  # the cheap headline figures come before compile and the test run
-    assert names.index("oneshot fp16 eager") < names.index("pipeline 40p render") < names.index("oneshot fp16 compiled") < names.index("gpu tests")
+    assert (
+        names.index("oneshot fp16 eager")
+        < names.index("pipeline 40p render")
+        < names.index("oneshot fp16 compiled")
+        < names.index("gpu tests")
+    )
 
 
 def test_a_step_is_skipped_at_the_deadline_and_killed_at_its_timeout(tmp_path):
@@ -45,7 +53,21 @@ def test_a_real_pipeline_step_reports_its_figures(tmp_path):
     clip = tmp_path / "clip.mp4"
     G.write_plain_clip(clip, people=2, frames=3, size="96x64")
     j = tmp_path / "p.json"
-    argv = ["bench", "pipeline", str(clip), "--boxes", str(clip.with_suffix(".npz")), "--random-weights", "--config", "mega_tiny", "--device", "cpu", "--no-render", "--json", str(j)]
+    argv = [
+        "bench",
+        "pipeline",
+        str(clip),
+        "--boxes",
+        str(clip.with_suffix(".npz")),
+        "--random-weights",
+        "--config",
+        "mega_tiny",
+        "--device",
+        "cpu",
+        "--no-render",
+        "--json",
+        str(j),
+    ]
     env, _ = G.prepared_env()
     o = G.Checker(tmp_path, 300.0, env).run(G.Step("pipeline", argv, 240, j))
     assert o.status == "ok", o.output_tail
@@ -67,5 +89,7 @@ def test_sigterm_keeps_the_results_and_prints_the_summary(tmp_path):
     assert p.returncode == 130, output
     saved = json.loads(results.read_text())
     assert saved["versions"]["torch"] and saved["steps"], saved
-    assert all(s["status"] == "skipped" for s in saved["steps"]) and len(saved["steps"]) == len(G.plan(out, "cpu", tiny=True))
+    assert all(s["status"] == "skipped" for s in saved["steps"]) and len(saved["steps"]) == len(
+        G.plan(out, "cpu", tiny=True)
+    )
     assert output.rstrip().splitlines()[-1].startswith("results:") and "step " in output

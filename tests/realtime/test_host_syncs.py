@@ -53,7 +53,12 @@ class HostSyncCounter(TorchDispatchMode):
         return len(self.events)
 
     def _counts(self, t) -> bool:
-        return isinstance(t, torch.Tensor) and t.device.type == self.device_type and threading.get_ident() == self._thread and not getattr(self._inside, "on", False)
+        return (
+            isinstance(t, torch.Tensor)
+            and t.device.type == self.device_type
+            and threading.get_ident() == self._thread
+            and not getattr(self._inside, "on", False)
+        )
 
     def __enter__(self):
         self._thread = threading.get_ident()
@@ -110,11 +115,20 @@ class HostSyncCounter(TorchDispatchMode):
             if isinstance(src, torch.Tensor) and src.device.type != "cpu" and dst.device.type == "cpu":
                 return "device -> host copy"
         to_host = kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cpu"
-        if func is _aten._to_copy.default and isinstance(first, torch.Tensor) and first.device.type != "cpu" and to_host:
+        if (
+            func is _aten._to_copy.default
+            and isinstance(first, torch.Tensor)
+            and first.device.type != "cpu"
+            and to_host
+        ):
             return "device -> host copy"
         if func in _DATA_DEPENDENT and self._counts(first):
             return str(func)
-        masks = args[1] if func in (_aten.index.Tensor, _aten.index_put.default, _aten.index_put_.default) and len(args) > 1 else ()
+        masks = (
+            args[1]
+            if func in (_aten.index.Tensor, _aten.index_put.default, _aten.index_put_.default) and len(args) > 1
+            else ()
+        )
         if self._counts(first) and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in masks or ()):
             return f"{func} with a boolean mask"
         return None
@@ -183,7 +197,9 @@ def _boxes_file(path, frames: int) -> None:
             x, y = 100 + 300 * k + 5 * f, 150 + 20 * k
             boxes.append([x, y, x + 120 + 40 * k, y + 260 + 60 * k])
             ids.append(k)
-    np.savez(path, frame=np.array(rows, np.int64), boxes_xyxy=np.array(boxes, np.float32), track_id=np.array(ids, np.int64))
+    np.savez(
+        path, frame=np.array(rows, np.int64), boxes_xyxy=np.array(boxes, np.float32), track_id=np.array(ids, np.int64)
+    )
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
@@ -205,7 +221,9 @@ def test_a_frame_batch_reads_the_device_back_at_most_twice_and_detects_once(tiny
     counter = HostSyncCounter(regressor.device)
     detector = CountingDetector(BoxesDetector(tmp_path / "boxes.npz"), counter)
     # smoothing on: it works on the host results and must add no read-back
-    opts = PipelineOptions(source=str(STREET), results=str(tmp_path / "o.npz"), max_frames=frames, frame_batch=frame_batch, smooth=True)
+    opts = PipelineOptions(
+        source=str(STREET), results=str(tmp_path / "o.npz"), max_frames=frames, frame_batch=frame_batch, smooth=True
+    )
     source = VideoSource(str(STREET), max_frames=frames)
     with counter:
         summary = run_pipeline(opts, source, detector, regressor, faces)
@@ -214,7 +232,9 @@ def test_a_frame_batch_reads_the_device_back_at_most_twice_and_detects_once(tiny
     assert summary.frames == frames
     assert detector.batches == [4, 4, 2], "the detector is called once per frame batch, with all its frames"
     budget = MAX_SYNCS_PER_BATCH - DETECTOR_READBACKS  # boxes from a file: nothing to read back for them
-    assert max(per_batch) <= budget, f"device -> host transfers per batch {per_batch} (at most {budget}): {counter.events}"
+    assert max(per_batch) <= budget, (
+        f"device -> host transfers per batch {per_batch} (at most {budget}): {counter.events}"
+    )
     assert min(per_batch) >= COLLECT_READBACKS, "the collect step reads each batch back: the counter must see it"
     with np.load(tmp_path / "o.npz") as z:  # the one copy is split into the right frames
         expected = np.load(tmp_path / "boxes.npz")
@@ -225,8 +245,20 @@ def test_a_frame_batch_reads_the_device_back_at_most_twice_and_detects_once(tiny
         cam_crop, tokens = z["cam_crop"], z["tokens"]
     assert {"detect", "crop", "mega", "pose", "collect", "smooth"} <= set(summary.stage_ms)
     if device != "cpu":  # the same frames on the CPU give the same outputs (TF32 convolutions aside)
-        opts = PipelineOptions(source=str(STREET), results=str(tmp_path / "cpu.npz"), max_frames=frames, frame_batch=frame_batch, smooth=True)
-        run_pipeline(opts, VideoSource(str(STREET), max_frames=frames), BoxesDetector(tmp_path / "boxes.npz"), _regressor(tiny_models, "cpu"), faces)
+        opts = PipelineOptions(
+            source=str(STREET),
+            results=str(tmp_path / "cpu.npz"),
+            max_frames=frames,
+            frame_batch=frame_batch,
+            smooth=True,
+        )
+        run_pipeline(
+            opts,
+            VideoSource(str(STREET), max_frames=frames),
+            BoxesDetector(tmp_path / "boxes.npz"),
+            _regressor(tiny_models, "cpu"),
+            faces,
+        )
         with np.load(tmp_path / "cpu.npz") as z:
             np.testing.assert_allclose(cam_crop, z["cam_crop"], rtol=1e-2, atol=1e-2)
             assert (tokens == z["tokens"]).mean() > 0.9  # a near-tie between two codes may flip

@@ -103,7 +103,9 @@ def test_bench_render_prints_ms_per_frame(assets_dir, tmp_path):
     from realtime.cli import main
 
     j = tmp_path / "render.json"
-    r = CliRunner().invoke(main, ["bench", "render", "--people", "0,2", "--size", "320x180", "--frames", "2", "--json", str(j)])
+    r = CliRunner().invoke(
+        main, ["bench", "render", "--people", "0,2", "--size", "320x180", "--frames", "2", "--json", str(j)]
+    )
     assert r.exit_code == 0, r.output
     lines = [line for line in r.output.splitlines() if line.startswith("render ")]
     assert [line.split()[3] for line in lines] == ["0", "2"] and all("ms/frame" in line for line in lines)

@@ -85,12 +85,16 @@ def test_crop_matches_the_training_warp(street):
     from train.data.augment import Augmentation, normalise_image, warp_crop
 
     ok, frame = cv2.VideoCapture(str(street)).read()
-    boxes = np.array([[600.0, 200.0, 700.0, 330.0], [100.0, 50.0, 180.0, 160.0], [1200.0, 600.0, 1300.0, 760.0]], np.float32)
+    boxes = np.array(
+        [[600.0, 200.0, 700.0, 330.0], [100.0, 50.0, 180.0, 160.0], [1200.0, 600.0, 1300.0, 760.0]], np.float32
+    )
     cropper = Cropper((96, 64), MEAN, STD)
     det = Detections(0, boxes, np.ones(3, np.float32), np.arange(3))
     crops = cropper(cropper.frames_to_tensor([frame]), [det])
     centers, sizes = square_boxes(boxes, (96, 64))
-    torch.testing.assert_close(square_boxes(torch.from_numpy(boxes), (96, 64))[1], torch.from_numpy(sizes))  # numpy and torch alike
+    torch.testing.assert_close(
+        square_boxes(torch.from_numpy(boxes), (96, 64))[1], torch.from_numpy(sizes)
+    )  # numpy and torch alike
     for i in range(3):
         ref = warp_crop(frame[..., ::-1], centers[i], float(sizes[i]), (96, 64), Augmentation())
         ref = normalise_image(ref, MEAN, STD)
@@ -109,14 +113,26 @@ def test_crop_batches_several_frames_in_one_call(street):
     frames = [cap.read()[1] for _ in range(3)]
     frames[1] = frames[1][::-1].copy()  # make the frames differ clearly
     dets = [
-        Detections(0, np.array([[10.0, 10.0, 200.0, 300.0]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64)),
+        Detections(
+            0, np.array([[10.0, 10.0, 200.0, 300.0]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64)
+        ),
         Detections(1, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)),
-        Detections(2, np.array([[300.0, 100.0, 500.0, 600.0], [50.0, 50.0, 90.0, 120.0]], np.float32), np.ones(2, np.float32), np.arange(2)),
+        Detections(
+            2,
+            np.array([[300.0, 100.0, 500.0, 600.0], [50.0, 50.0, 90.0, 120.0]], np.float32),
+            np.ones(2, np.float32),
+            np.arange(2),
+        ),
     ]
     cropper = Cropper((64, 64), MEAN, STD)
     batched = cropper(cropper.frames_to_tensor(frames), dets)
     assert batched.images.shape == (3, 3, 64, 64) and batched.frame_slot.tolist() == [0, 2, 2]
-    alone = torch.cat([cropper(cropper.frames_to_tensor([frames[0]]), [dets[0]]).images, cropper(cropper.frames_to_tensor([frames[2]]), [dets[2]]).images])
+    alone = torch.cat(
+        [
+            cropper(cropper.frames_to_tensor([frames[0]]), [dets[0]]).images,
+            cropper(cropper.frames_to_tensor([frames[2]]), [dets[2]]).images,
+        ]
+    )
     torch.testing.assert_close(batched.images, alone)
 
 
@@ -156,7 +172,10 @@ def test_collect_splits_one_packed_copy_into_the_frames(stochastic):
     verts, cam_t = torch.randn(n, v, 3, generator=g).half(), torch.randn(n, 3, generator=g)
     std = torch.rand(n, v, generator=g) if stochastic else None
     frames = [Frame(i, np.zeros((4, 4, 3), np.uint8), 0.0) for i in range(3)]
-    dets = [Detections(i, np.full((c, 4), i, np.float32), np.ones(c, np.float32), np.arange(c)) for i, c in enumerate(counts)]
+    dets = [
+        Detections(i, np.full((c, 4), i, np.float32), np.ones(c, np.float32), np.arange(c))
+        for i, c in enumerate(counts)
+    ]
     pred = MeshPred(tokens, rotmat, cam_crop, verts.float(), std)
     meshes = Meshes(verts, cam_t, std, torch.tensor(1234.5))
     results = Collector("cpu").submit(frames, dets, pred, meshes).result()
@@ -246,7 +265,9 @@ def test_video_in_bf16_and_fp16_needs_a_gpu(synth_clip, tmp_path):
     _cli(["video", video, "--out", tmp_path / "b.mp4", "--boxes", npz, "--precision", "bf16", *TINY], expect=0)
     with np.load(tmp_path / "b.npz") as z:
         assert np.isfinite(z["verts"]).all() and len(z["frame"]) > 0
-    result = _cli(["video", video, "--out", tmp_path / "h.mp4", "--boxes", npz, "--precision", "fp16", "--device", "cpu", *TINY])
+    result = _cli(
+        ["video", video, "--out", tmp_path / "h.mp4", "--boxes", npz, "--precision", "fp16", "--device", "cpu", *TINY]
+    )
     assert result.exit_code != 0 and "needs a CUDA GPU" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -259,7 +280,19 @@ def test_video_tracks_a_boxes_file_without_ids(synth_clip, tmp_path, no_track):
     gt = np.load(npz)
     f, k = np.nonzero(gt["visibility"] >= 0.15)
     np.savez(tmp_path / "rows.npz", frame=f, boxes_xyxy=gt["boxes_xyxy"][f, k])
-    _cli(["video", video, "--out", tmp_path / "t.mp4", "--boxes", tmp_path / "rows.npz", *(["--no-track"] if no_track else []), *TINY], expect=0)
+    _cli(
+        [
+            "video",
+            video,
+            "--out",
+            tmp_path / "t.mp4",
+            "--boxes",
+            tmp_path / "rows.npz",
+            *(["--no-track"] if no_track else []),
+            *TINY,
+        ],
+        expect=0,
+    )
     with np.load(tmp_path / "t.npz") as z:
         assert len(z["frame"]) == len(f)  # every row kept: the first sighting of each person is in frame 0
         ids = z["track_id"]
@@ -268,7 +301,9 @@ def test_video_tracks_a_boxes_file_without_ids(synth_clip, tmp_path, no_track):
         else:  # the boxes come back as given: each row's person by its exact box
             person = [int(np.abs(gt["boxes_xyxy"][fr] - b).max(1).argmin()) for fr, b in zip(z["frame"], z["box_xyxy"])]
             id_sets = {p: set(ids[np.array(person) == p].tolist()) for p in set(person)}
-            assert all(len(v) == 1 for v in id_sets.values()) and len(set().union(*id_sets.values())) == len(id_sets) == len(set(k.tolist()))
+            assert all(len(v) == 1 for v in id_sets.values()) and len(set().union(*id_sets.values())) == len(
+                id_sets
+            ) == len(set(k.tolist()))
             assert (ids >= 0).all()
 
 
@@ -277,7 +312,25 @@ def test_stochastic_mode_stores_vertex_std_and_draws_a_legend(synth_clip, tmp_pa
 
     video, npz = synth_clip
     out = tmp_path / "q.mp4"
-    _cli(["video", video, "--out", out, "--boxes", npz, "--samples", 3, "--steps", 2, "--max-frames", 3, "--smooth", *TINY], expect=0)
+    _cli(
+        [
+            "video",
+            video,
+            "--out",
+            out,
+            "--boxes",
+            npz,
+            "--samples",
+            3,
+            "--steps",
+            2,
+            "--max-frames",
+            3,
+            "--smooth",
+            *TINY,
+        ],
+        expect=0,
+    )
     with np.load(tmp_path / "q.npz") as z:
         assert np.isfinite(z["verts"].astype(np.float32)).all()  # variance-aware smoothing on the host results
         std = z["vertex_std"].astype(np.float32)
@@ -294,7 +347,10 @@ def test_yolo_yaml_detector_path_runs(street, tmp_path):
     pytest.importorskip("ultralytics")
     pytest.importorskip("lap")
     out = tmp_path / "y.mp4"
-    _cli(["video", street, "--out", out, "--detector", "yolo11n.yaml", "--det-imgsz", 320, "--max-frames", 3, *TINY], expect=0)
+    _cli(
+        ["video", street, "--out", out, "--detector", "yolo11n.yaml", "--det-imgsz", 320, "--max-frames", 3, *TINY],
+        expect=0,
+    )
     assert _frames(out)[0] == 3
     with np.load(tmp_path / "y.npz") as z:
         assert int(z["num_frames"]) == 3
@@ -302,7 +358,22 @@ def test_yolo_yaml_detector_path_runs(street, tmp_path):
 
 def test_export_meshes_writes_one_obj_per_track_and_frame(synth_clip, tmp_path):
     video, npz = synth_clip
-    _cli(["video", video, "--out", tmp_path / "m.mp4", "--boxes", npz, "--max-frames", 2, "--export-meshes", tmp_path / "meshes", *TINY], expect=0)
+    _cli(
+        [
+            "video",
+            video,
+            "--out",
+            tmp_path / "m.mp4",
+            "--boxes",
+            npz,
+            "--max-frames",
+            2,
+            "--export-meshes",
+            tmp_path / "meshes",
+            *TINY,
+        ],
+        expect=0,
+    )
     objs = sorted((tmp_path / "meshes").glob("track_*/frame_*.obj"))
     assert objs and len(objs) == len(np.load(tmp_path / "m.npz")["frame"])
     text = objs[0].read_text()
@@ -316,7 +387,9 @@ def test_pipeline_benchmark_reports_fps_and_stage_ms(synth_clip, tmp_path):
     video, npz = synth_clip
     out = tmp_path / "bench.json"
     tiny = ["--config", "mega_tiny", "--threads", 1, "--random-weights"]
-    r = _cli(["bench", "pipeline", video, *tiny, "--json", out, "--boxes", npz, "--max-frames", 3, "--no-render"], expect=0)
+    r = _cli(
+        ["bench", "pipeline", video, *tiny, "--json", out, "--boxes", npz, "--max-frames", 3, "--no-render"], expect=0
+    )
     figures = json.loads(out.read_text())
     assert figures["frames"] == 3 and figures["fps"] > 0 and figures["threads"] == 1
     assert "random weights (mega_tiny" in figures["weights"] and figures["samples"] == 1
@@ -326,7 +399,22 @@ def test_pipeline_benchmark_reports_fps_and_stage_ms(synth_clip, tmp_path):
 
 def test_stream_on_a_file_records_and_reports_latency(street, tmp_path):
     out = tmp_path / "s.mp4"
-    r = _cli(["stream", "--camera", street, "--no-show", "--out", out, "--detector", "full-frame", "--max-frames", 10, *TINY], expect=0)
+    r = _cli(
+        [
+            "stream",
+            "--camera",
+            street,
+            "--no-show",
+            "--out",
+            out,
+            "--detector",
+            "full-frame",
+            "--max-frames",
+            10,
+            *TINY,
+        ],
+        expect=0,
+    )
     assert "latency ms p50" in r.output
     written = _frames(out)[0]
     assert 1 <= written <= 10 and ("dropped" in r.output or written == 10)
@@ -344,14 +432,30 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path):
 
 
 def test_missing_camera_is_one_line_exit_2(tmp_path):
-    r = _cli(["stream", "--camera", "97", "--no-show", "--out", tmp_path / "o.mp4", "--detector", "full-frame", *TINY], expect=2)
+    r = _cli(
+        ["stream", "--camera", "97", "--no-show", "--out", tmp_path / "o.mp4", "--detector", "full-frame", *TINY],
+        expect=2,
+    )
     assert "camera 97" in r.output and len(r.output.strip().splitlines()) <= 2  # (+ the random-weights warning)
 
 
 def test_unwritable_output_fails_before_work_and_keeps_old_files(street, tmp_path):
     old = tmp_path / "keep.npz"
     old.write_bytes(b"old results")
-    r = _cli(["video", street, "--out", tmp_path / "missing_dir" / "o.mp4", "--results", old, "--detector", "full-frame", *TINY], expect=2)
+    r = _cli(
+        [
+            "video",
+            street,
+            "--out",
+            tmp_path / "missing_dir" / "o.mp4",
+            "--results",
+            old,
+            "--detector",
+            "full-frame",
+            *TINY,
+        ],
+        expect=2,
+    )
     assert "does not exist" in r.output
     assert old.read_bytes() == b"old results"
 
@@ -378,7 +482,9 @@ def test_zero_person_video_writes_the_plain_video_and_empty_results(synth_clip, 
 
 
 def test_offline_missing_detector_weights_is_a_clear_error(street, tmp_path):
-    r = _cli(["video", street, "--out", tmp_path / "o.mp4", "--detector", str(tmp_path / "yolo_missing.pt"), *TINY], expect=2)
+    r = _cli(
+        ["video", street, "--out", tmp_path / "o.mp4", "--detector", str(tmp_path / "yolo_missing.pt"), *TINY], expect=2
+    )
     assert "full-frame" in r.output and "--boxes" in r.output
 
 
@@ -433,11 +539,15 @@ def test_demo_weights_recover_synthetic_people(tmp_path, assets_dir):
     from train.demo import DEMO_DIR
 
     if not (DEMO_DIR / "mega.pt").is_file():
-        pytest.skip(f"demo weights not installed in {DEMO_DIR} (mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package)")
+        pytest.skip(
+            f"demo weights not installed in {DEMO_DIR} (mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package)"
+        )
     from train.synthetic.clip import write_scene_video
     from train.synthetic.scene import SceneConfig
 
-    video, npz = write_scene_video(tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0))
+    video, npz = write_scene_video(
+        tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0)
+    )
     _cli(["video", video, "--out", tmp_path / "p.mp4", "--boxes", npz, "--threads", "2", "--no-progress"], expect=0)
     from realtime.score import score_results
 
@@ -461,8 +571,25 @@ def test_demo_detector_finds_and_recovers_synthetic_people(tmp_path, assets_dir)
     detector = DEMO_DIR / "detector.pt"
     if not ((DEMO_DIR / "mega.pt").is_file() and detector.is_file()):
         pytest.skip(f"demo weights or demo detector not installed in {DEMO_DIR}")
-    video, npz = write_scene_video(tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0))
-    _cli(["video", video, "--out", tmp_path / "p.mp4", "--detector", detector, "--det-imgsz", "320", "--threads", "2", "--no-progress"], expect=0)
+    video, npz = write_scene_video(
+        tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0)
+    )
+    _cli(
+        [
+            "video",
+            video,
+            "--out",
+            tmp_path / "p.mp4",
+            "--detector",
+            detector,
+            "--det-imgsz",
+            "320",
+            "--threads",
+            "2",
+            "--no-progress",
+        ],
+        expect=0,
+    )
     figures = score_results(tmp_path / "p.npz", npz)
     print(f"demo weights, demo detector: {figures}")
     assert figures["recall"] >= 0.8 and figures["precision"] >= 0.8

@@ -65,7 +65,12 @@ def noisy_detections(gt_npz, seed: int = 0, jitter: float = 0.03, miss: float = 
             boxes.append(rows[i][0])
             scores.append(rows[i][1])
             people.append(rows[i][2])
-    return np.array(frames, np.int64), np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), np.array(people, np.int64)
+    return (
+        np.array(frames, np.int64),
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.array(scores, np.float32),
+        np.array(people, np.int64),
+    )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -145,11 +150,16 @@ def test_boxes_file_with_ids_keeps_them_and_no_track_leaves_minus_one(tmp_path):
     from realtime.types import Frame
 
     frames = np.array([0, 0, 1, 1, 2], np.int64)
-    boxes = np.array([[10, 10, 50, 90], [100, 20, 140, 100], [12, 10, 52, 90], [300, 5, 310, 9], [11, 11, 51, 91]], np.float32)
+    boxes = np.array(
+        [[10, 10, 50, 90], [100, 20, 140, 100], [12, 10, 52, 90], [300, 5, 310, 9], [11, 11, 51, 91]], np.float32
+    )
     ids = np.array([7, 3, 7, 4, 7], np.int64)  # one-frame id 4 and a tiny box: a tracker would drop it
     np.savez(tmp_path / "ids.npz", frame=frames, boxes_xyxy=boxes, track_id=ids, score=np.full(5, 0.2, np.float32))
     np.savez(tmp_path / "no_ids.npz", frame=frames, boxes_xyxy=boxes)
-    with_ids, untracked = build_detector(None, tmp_path / "ids.npz"), build_detector(None, tmp_path / "no_ids.npz", track=False)
+    with_ids, untracked = (
+        build_detector(None, tmp_path / "ids.npz"),
+        build_detector(None, tmp_path / "no_ids.npz", track=False),
+    )
     assert with_ids.tracker is None and untracked.tracker is None
     for f in range(3):
         frame = Frame(f, np.zeros((1, 1, 3), np.uint8), 0.0)
@@ -190,7 +200,11 @@ def test_yolo_predict_then_track_returns_consistent_detections(gt_clip, track):
     dets = det(frames[:1]) + det(frames[1:])  # one frame, then a batch of three in one predict call
     seen = []
     for i, d in enumerate(dets):
-        assert d.frame_index == i and d.boxes_xyxy.shape == (d.count, 4) and d.scores.shape == d.track_ids.shape == (d.count,)
+        assert (
+            d.frame_index == i
+            and d.boxes_xyxy.shape == (d.count, 4)
+            and d.scores.shape == d.track_ids.shape == (d.count,)
+        )
         assert d.boxes_xyxy.dtype == d.scores.dtype == np.float32 and d.track_ids.dtype == np.int64
         assert ((d.track_ids >= 0) if track else (d.track_ids == -1)).all()
         seen.append(d.count)

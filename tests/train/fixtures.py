@@ -46,7 +46,9 @@ def write_crop_fixture(folder, rig, count=6, seed=0):
     verts = body.pose(pose, torch.zeros(count, 3), sample_shapes(count, gen)).verts
     verts = (verts - verts.mean(1, keepdim=True)).numpy()
     rng = np.random.default_rng(seed)
-    rot = axis_angle_to_matrix(torch.from_numpy(rng.normal(0, 0.3, (count, 3))).float() + torch.tensor([np.pi, 0, 0])).numpy()
+    rot = axis_angle_to_matrix(
+        torch.from_numpy(rng.normal(0, 0.3, (count, 3))).float() + torch.tensor([np.pi, 0, 0])
+    ).numpy()
     arrays = dict(
         images=rng.integers(0, 255, (count, 224, 224, 3), dtype=np.uint8), masks=np.zeros((count, 224, 224), np.uint8),
         verts_canonical=verts.astype(np.float32), rotmat=rot.astype(np.float32), cam_crop=np.zeros((count, 3), np.float32),

@@ -19,10 +19,20 @@ NAMES = ("hrnet", "resnet", "vit")
 # The mini backbones of the fixtures (manifest `backbones_mini` + `models.cvqmae_<name>.kwargs`).
 MINI = {
     "hrnet": MegaConfig(name="mini_hrnet", backbone="hrnet", hrnet_width=8, cond_length=49, cond_dim=120),
-    "resnet": MegaConfig(name="mini_resnet", backbone="resnet", resnet_blocks=(1, 1, 1, 1), cond_length=49, cond_dim=2048),
+    "resnet": MegaConfig(
+        name="mini_resnet", backbone="resnet", resnet_blocks=(1, 1, 1, 1), cond_length=49, cond_dim=2048
+    ),
     "vit": MegaConfig(
-        name="mini_vit", backbone="vit", vit_embed_dim=64, vit_depth=2, vit_heads=4, vit_patch=16,
-        input_height=256, input_width=192, cond_length=192, cond_dim=64,
+        name="mini_vit",
+        backbone="vit",
+        vit_embed_dim=64,
+        vit_depth=2,
+        vit_heads=4,
+        vit_patch=16,
+        input_height=256,
+        input_width=192,
+        cond_length=192,
+        cond_dim=64,
     ),
 }
 
@@ -35,7 +45,7 @@ def official_backbone_keys(path) -> dict[str, tuple[list[int], str]]:
             continue
         key, shape, dtype = line.split("\t")
         if key.startswith("backbone."):
-            out[key[len("backbone."):]] = (json.loads(shape), dtype)
+            out[key[len("backbone.") :]] = (json.loads(shape), dtype)
     return out
 
 

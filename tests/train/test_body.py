@@ -48,7 +48,11 @@ def test_rig_shapes_tree_and_weights(rig):
     j, idx = rig.joints_rest, B.JOINT_NAMES.index
     assert j[idx("left_hip"), 1] > j[idx("left_knee"), 1] > j[idx("left_ankle"), 1]
     assert j[idx("left_shoulder"), 1] > j[idx("left_elbow"), 1] > j[idx("left_wrist"), 1]
-    assert [B.PARENTS[idx(n)] for n in ("left_elbow", "head", "right_knee")] == [idx("left_shoulder"), idx("neck"), idx("right_hip")]
+    assert [B.PARENTS[idx(n)] for n in ("left_elbow", "head", "right_knee")] == [
+        idx("left_shoulder"),
+        idx("neck"),
+        idx("right_hip"),
+    ]
 
 
 def test_rig_is_cached_by_asset_hash(assets_dir, rig):
@@ -63,7 +67,9 @@ def test_rig_cache_is_written_whole(assets_dir, rig, tmp_path, monkeypatch):
     monkeypatch.setenv("MEGA_RT_CACHE", str(tmp_path))
     derived = B.load_rig(assets_dir)
     folder = tmp_path / "body"
-    assert [p.name for p in folder.iterdir()] == [p.name for p in folder.glob(f"rig-v{B.RIG_VERSION}-*.npz")]  # no temp file left
+    assert [p.name for p in folder.iterdir()] == [
+        p.name for p in folder.glob(f"rig-v{B.RIG_VERSION}-*.npz")
+    ]  # no temp file left
     assert len(list(folder.iterdir())) == 1
     with np.load(next(folder.iterdir())) as z:
         assert sorted(z.files) == sorted(B.BodyRig.__dataclass_fields__)

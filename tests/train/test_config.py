@@ -54,9 +54,9 @@ def test_configs_hold_the_models_one_base_config_per_stage_and_the_recipes():
         "mega_hrnet", "mega_resnet", "mega_vit", "mega_synthetic", "mega_tiny", "mesh_vqvae",
         *(f"train_{stage}_synthetic" for stage in ("tokenizer", "backbone", "pretrain", "hmr", "detector")),
     }  # fmt: skip
-    assert {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*") if p.is_file() and p.parent != CONFIG_DIR} == {
-        "recipes/synthetic_demo.yaml"
-    }
+    assert {
+        p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*") if p.is_file() and p.parent != CONFIG_DIR
+    } == {"recipes/synthetic_demo.yaml"}
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
@@ -111,8 +111,20 @@ def test_mesh_vqvae_holds_official_values():
     cfg = builtin_config("mesh_vqvae", MeshVQVAEConfig)
     assert cfg.name == "mesh_vqvae_54"
     assert cfg.connection_layers == (
-        "pool0", "pool1", "pool2", "pool3", "pool4", "pool5", "pool6",
-        "unpool6", "unpool5", "unpool4", "unpool3", "unpool2", "unpool1", "unpool0",
+        "pool0",
+        "pool1",
+        "pool2",
+        "pool3",
+        "pool4",
+        "pool5",
+        "pool6",
+        "unpool6",
+        "unpool5",
+        "unpool4",
+        "unpool3",
+        "unpool2",
+        "unpool1",
+        "unpool0",
     )
     assert cfg.channels == (32, 32, 64, 64, 128, 128, 9, 128, 128, 64, 64, 32, 32, 3)
     assert cfg.weight_num == (9, 0, 9, 0, 9, 0, 9, 9, 0, 9, 0, 9, 0, 9)
@@ -227,7 +239,11 @@ def test_config_hash_is_the_same_in_another_process():
         "print(config_hash(builtin_config('mega_vit', MegaConfig)), config_hash(MeshVQVAEConfig()))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr

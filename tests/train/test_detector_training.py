@@ -24,7 +24,9 @@ def test_yolo_label_lines_by_hand():
 @pytest.fixture(scope="module")
 def detection_dataset(tmp_path_factory, model, renderer):
     out = tmp_path_factory.mktemp("det")
-    index = write_detection_dataset(out, DetectionDatasetConfig(samples=4, val_samples=2, image_wh=(160, 96), max_people=3, seed=5), body=model)
+    index = write_detection_dataset(
+        out, DetectionDatasetConfig(samples=4, val_samples=2, image_wh=(160, 96), max_people=3, seed=5), body=model
+    )
     return out, index
 
 
@@ -49,7 +51,9 @@ def test_detection_dataset_layout_and_labels(detection_dataset):
                 people += 1
     assert people == index["labelled_people"] > 0
     # validation scenes are other scenes than the training ones
-    assert not any(np.array_equal(images["val", v], images["train", t]) for v in ("000000", "000001") for t in ("000000", "000001"))
+    assert not any(
+        np.array_equal(images["val", v], images["train", t]) for v in ("000000", "000001") for t in ("000000", "000001")
+    )
     assert not list(out.rglob(".*partial*"))
 
 
@@ -74,7 +78,9 @@ def test_train_detector_end_to_end_writes_weights_the_pipeline_loads(detection_d
 
     data_dir, _ = detection_dataset
     cfg = tmp_path / "det.yaml"
-    cfg.write_text(f"stage: detector\nout_dir: {tmp_path / 'run'}\ndata_dir: {data_dir}\nepochs: 1\nimgsz: 64\nbatch: 2\nthreads: 1\nmosaic: 0.0\n")
+    cfg.write_text(
+        f"stage: detector\nout_dir: {tmp_path / 'run'}\ndata_dir: {data_dir}\nepochs: 1\nimgsz: 64\nbatch: 2\nthreads: 1\nmosaic: 0.0\n"
+    )
     result = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg), "--no-progress"])
     assert result.exit_code == 0, result.output
     final = tmp_path / "run" / "final.pt"
@@ -88,7 +94,9 @@ def test_train_detector_end_to_end_writes_weights_the_pipeline_loads(detection_d
     again = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg), "--no-progress"])
     assert again.exit_code == 2 and "already lives here" in again.output and "Traceback" not in again.output
     finished = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg), "--resume", "--no-progress"])
-    assert finished.exit_code == 2 and "run is finished" in finished.output and "Traceback" not in finished.output, finished.output
+    assert finished.exit_code == 2 and "run is finished" in finished.output and "Traceback" not in finished.output, (
+        finished.output
+    )
 
 
 def test_train_detector_without_a_dataset_is_a_one_line_error(tmp_path):
@@ -100,7 +108,9 @@ def test_train_detector_without_a_dataset_is_a_one_line_error(tmp_path):
 
 def test_train_detector_with_an_unknown_model_is_a_one_line_error(detection_dataset, tmp_path):
     cfg = tmp_path / "det.yaml"
-    cfg.write_text(f"stage: detector\nout_dir: {tmp_path / 'run'}\ndata_dir: {detection_dataset[0]}\nmodel: yolo99z.yaml\n")
+    cfg.write_text(
+        f"stage: detector\nout_dir: {tmp_path / 'run'}\ndata_dir: {detection_dataset[0]}\nmodel: yolo99z.yaml\n"
+    )
     result = CliRunner().invoke(main, ["train", "detector", "--config", str(cfg)])
     assert result.exit_code == 2 and "yolo99z.yaml" in result.output and "Traceback" not in result.output, result.output
 

@@ -36,7 +36,9 @@ def test_axis_angle_matches_known_rotations():
 def test_cam_crop_to_full_matches_the_official_formula_by_hand():
     # crop camera s=0.8 tx=0.1 ty=-0.2, box centre (700, 300) side 200 in a 1280x720 image, focal 5000
     cam = torch.tensor([[0.8, 0.1, -0.2]])
-    t = geometry.cam_crop_to_full(cam, torch.tensor([[700.0, 300.0]]), torch.tensor([200.0]), torch.tensor([[1280.0, 720.0]]), 5000.0)
+    t = geometry.cam_crop_to_full(
+        cam, torch.tensor([[700.0, 300.0]]), torch.tensor([200.0]), torch.tensor([[1280.0, 720.0]]), 5000.0
+    )
     bs = 200 * 0.8
     expected = [2 * (700 - 640) / bs + 0.1, 2 * (300 - 360) / bs - 0.2, 2 * 5000 / bs]
     assert torch.allclose(t, torch.tensor([expected]), atol=1e-5)

@@ -21,9 +21,22 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
             m.bias.data.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
 
 
-@pytest.mark.parametrize("backbone,extra", [("hrnet", {"hrnet_width": 8, "cond_dim": 120}), ("resnet", {"resnet_blocks": (1, 1, 1, 1), "cond_dim": 2048})])
+@pytest.mark.parametrize(
+    "backbone,extra",
+    [("hrnet", {"hrnet_width": 8, "cond_dim": 120}), ("resnet", {"resnet_blocks": (1, 1, 1, 1), "cond_dim": 2048})],
+)
 def test_folded_channels_last_model_gives_the_same_outputs(backbone, extra):
-    cfg = MegaConfig(name="t", backbone=backbone, emb_dim=32, encoder_layers=1, decoder_layers=1, input_height=64, input_width=64, cond_length=4, **extra)
+    cfg = MegaConfig(
+        name="t",
+        backbone=backbone,
+        emb_dim=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        input_height=64,
+        input_width=64,
+        cond_length=4,
+        **extra,
+    )
     torch.manual_seed(0)
     model = Mega(cfg, with_encoder=False).eval()
     _randomise_bn(model)

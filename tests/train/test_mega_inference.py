@@ -9,8 +9,16 @@ from train.config import MegaConfig
 from train.model.mega import Mega
 
 TINY = MegaConfig(
-    name="tiny", backbone="resnet", resnet_blocks=(1, 1, 1, 1), input_height=64, input_width=64,
-    emb_dim=32, encoder_layers=1, decoder_layers=1, cond_length=4, cond_dim=2048,
+    name="tiny",
+    backbone="resnet",
+    resnet_blocks=(1, 1, 1, 1),
+    input_height=64,
+    input_width=64,
+    emb_dim=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    cond_length=4,
+    cond_dim=2048,
 )
 
 
@@ -26,9 +34,15 @@ def test_same_seed_same_samples_and_q_rides_the_batch(model):
     hook = model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     try:
         with torch.inference_mode():
-            a, _ = model.generate(images, samples=3, steps=4, temperature=2.0, generator=torch.Generator().manual_seed(5))
-            b, _ = model.generate(images, samples=3, steps=4, temperature=2.0, generator=torch.Generator().manual_seed(5))
-            c, _ = model.generate(images, samples=3, steps=4, temperature=2.0, generator=torch.Generator().manual_seed(6))
+            a, _ = model.generate(
+                images, samples=3, steps=4, temperature=2.0, generator=torch.Generator().manual_seed(5)
+            )
+            b, _ = model.generate(
+                images, samples=3, steps=4, temperature=2.0, generator=torch.Generator().manual_seed(5)
+            )
+            c, _ = model.generate(
+                images, samples=3, steps=4, temperature=2.0, generator=torch.Generator().manual_seed(6)
+            )
     finally:
         hook.remove()
     assert calls == [2, 2, 2], "the backbone must run once per crop, not once per sample"

@@ -201,7 +201,9 @@ def test_a_tokenizer_or_foreign_file_given_as_mega_names_the_file(tmp_path):
     from train.checkpoint import save_checkpoint
     from train.config import MeshVQVAEConfig, builtin_config
 
-    tok = save_checkpoint(tmp_path / "tokenizer.pt", torch.nn.Linear(2, 2), builtin_config("mesh_vqvae", MeshVQVAEConfig))
+    tok = save_checkpoint(
+        tmp_path / "tokenizer.pt", torch.nn.Linear(2, 2), builtin_config("mesh_vqvae", MeshVQVAEConfig)
+    )
     with pytest.raises(CheckpointError, match=r"tokenizer\.pt: a MeshVQVAEConfig checkpoint, not MEGA"):
         load_mega(tok)
     foreign = tmp_path / "foreign.pt"

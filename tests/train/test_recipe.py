@@ -32,22 +32,249 @@ RUNS = "runs/synthetic_demo"
 # Every run of the demo weights, in order: the fields in which its config differs from the dataclass
 # defaults (TrainConfig / DetectorTrainConfig), out_dir aside (RUNS/<step>).
 DEMO_RUNS = {
-    "tokenizer_1": {'steps': 2400, 'weight_decay': 0.0, 'warmup_steps': 50, 'min_lr_ratio': 0.02, 'clip_grad_norm': 0.0, 'threads': 2, 'checkpoint_every': 200, 'log_every': 20, 'dead_code_every': 20, 'synthetic_meshes': 20000},
-    "tokenizer_2": {'init_weights': 'runs/synthetic_demo/tokenizer_1/final.pt', 'steps': 2000, 'lr': 0.0005, 'weight_decay': 0.0, 'warmup_steps': 50, 'min_lr_ratio': 0.02, 'clip_grad_norm': 0.0, 'threads': 2, 'checkpoint_every': 200, 'log_every': 20, 'dead_code_every': 20, 'synthetic_meshes': 20000},
-    "tokenizer_3": {'seed': 1, 'init_weights': 'runs/synthetic_demo/tokenizer_2/final.pt', 'steps': 1800, 'lr': 0.0003, 'weight_decay': 0.0, 'warmup_steps': 50, 'min_lr_ratio': 0.02, 'clip_grad_norm': 0.0, 'threads': 2, 'checkpoint_every': 200, 'log_every': 20, 'dead_code_every': 20, 'synthetic_meshes': 20000},
-    "tokenizer_4": {'seed': 4, 'init_weights': 'runs/synthetic_demo/tokenizer_3/final.pt', 'steps': 3600, 'lr': 0.0004, 'weight_decay': 0.0, 'warmup_steps': 100, 'min_lr_ratio': 0.02, 'clip_grad_norm': 0.0, 'threads': 1, 'checkpoint_every': 200, 'log_every': 20, 'dead_code_every': 20, 'synthetic_meshes': 20000},
-    "tokenizer_5": {'seed': 5, 'init_weights': 'runs/synthetic_demo/tokenizer_4/final.pt', 'steps': 3000, 'lr': 0.0003, 'weight_decay': 0.0, 'warmup_steps': 100, 'min_lr_ratio': 0.02, 'clip_grad_norm': 0.0, 'threads': 2, 'checkpoint_every': 200, 'log_every': 20, 'dead_code_every': 20, 'synthetic_meshes': 20000},
-    "tokenizer_6": {'seed': 6, 'init_weights': 'runs/synthetic_demo/tokenizer_5/final.pt', 'steps': 3600, 'lr': 0.0003, 'weight_decay': 0.0, 'warmup_steps': 100, 'min_lr_ratio': 0.02, 'clip_grad_norm': 0.0, 'threads': 1, 'checkpoint_every': 200, 'log_every': 20, 'dead_code_every': 20, 'synthetic_meshes': 20000},
-    "backbone_1": {'model_config': 'mega_synthetic', 'steps': 3000, 'warmup_steps': 100, 'min_lr_ratio': 0.01, 'precision': 'bf16', 'threads': 1, 'checkpoint_every': 250, 'log_every': 50, 'crop_dirs': ['runs/data/synth_train']},
-    "backbone_2": {'seed': 1, 'model_config': 'mega_synthetic', 'init_weights': 'runs/synthetic_demo/backbone_1/final.pt', 'steps': 3000, 'warmup_steps': 100, 'min_lr_ratio': 0.01, 'precision': 'bf16', 'threads': 1, 'checkpoint_every': 250, 'log_every': 50, 'yaw_bins': 8, 'yaw_loss_weight': 0.01, 'crop_dirs': ['runs/data/synth_train']},
-    "pretrain": {'model_config': 'mega_synthetic', 'tokenizer_weights': 'runs/synthetic_demo/tokenizer_6/final.pt', 'steps': 1500, 'batch_size': 64, 'warmup_steps': 100, 'min_lr_ratio': 0.01, 'threads': 1, 'checkpoint_every': 250, 'log_every': 25, 'synthetic_meshes': 8000},
-    "hmr_1": {'model_config': 'mega_synthetic', 'tokenizer_weights': 'runs/synthetic_demo/tokenizer_6/final.pt', 'init_weights': 'runs/synthetic_demo/pretrain/final.pt', 'backbone_weights': 'runs/synthetic_demo/backbone_2/final.pt', 'steps': 2500, 'warmup_steps': 200, 'min_lr_ratio': 0.01, 'precision': 'bf16', 'threads': 1, 'checkpoint_every': 250, 'log_every': 50, 'rotcam_dropout': 0.1, 'yaw_bins': 8, 'yaw_loss_weight': 0.5, 'rotation_loss_weight': 2.0, 'crop_dirs': ['runs/data/synth_train']},
-    "hmr_2": {'seed': 7, 'model_config': 'mega_synthetic', 'tokenizer_weights': 'runs/synthetic_demo/tokenizer_6/final.pt', 'init_weights': 'runs/synthetic_demo/hmr_1/checkpoint.pt', 'steps': 3000, 'lr': 0.0005, 'warmup_steps': 100, 'min_lr_ratio': 0.01, 'precision': 'bf16', 'threads': 1, 'checkpoint_every': 250, 'log_every': 50, 'full_mask_prob': 0.5, 'rotcam_dropout': 0.1, 'yaw_bins': 8, 'yaw_loss_weight': 0.5, 'rotation_loss_weight': 2.0, 'crop_dirs': ['runs/data/synth_train']},
-    "hmr_3": {'seed': 8, 'model_config': 'mega_synthetic', 'tokenizer_weights': 'runs/synthetic_demo/tokenizer_6/final.pt', 'init_weights': 'runs/synthetic_demo/hmr_2/checkpoint.pt', 'steps': 2500, 'lr': 0.0005, 'warmup_steps': 100, 'min_lr_ratio': 0.01, 'precision': 'bf16', 'threads': 1, 'checkpoint_every': 250, 'log_every': 50, 'full_mask_prob': 0.8, 'rotcam_dropout': 0.1, 'yaw_bins': 8, 'yaw_loss_weight': 0.5, 'rotation_loss_weight': 2.0, 'crop_dirs': ['runs/data/synth_train']},
-    "hmr_4": {'seed': 10, 'model_config': 'mega_synthetic', 'tokenizer_weights': 'runs/synthetic_demo/tokenizer_6/final.pt', 'init_weights': 'runs/synthetic_demo/hmr_3/checkpoint.pt', 'steps': 1500, 'lr': 0.0003, 'warmup_steps': 100, 'min_lr_ratio': 0.01, 'precision': 'bf16', 'threads': 1, 'checkpoint_every': 250, 'log_every': 50, 'full_mask_prob': 0.95, 'rotcam_dropout': 0.1, 'yaw_bins': 8, 'yaw_loss_weight': 0.5, 'rotation_loss_weight': 2.0, 'crop_dirs': ['runs/data/synth_train']},
-    "hmr_5": {'seed': 12, 'model_config': 'mega_synthetic', 'tokenizer_weights': 'runs/synthetic_demo/tokenizer_6/final.pt', 'init_weights': 'runs/synthetic_demo/hmr_4/checkpoint.pt', 'steps': 3000, 'lr': 0.0003, 'warmup_steps': 100, 'min_lr_ratio': 0.01, 'precision': 'bf16', 'threads': 1, 'checkpoint_every': 250, 'log_every': 50, 'full_mask_prob': 0.95, 'rotcam_dropout': 0.1, 'yaw_bins': 8, 'yaw_loss_weight': 0.5, 'rotation_loss_weight': 2.0, 'crop_dirs': ['runs/data/synth_train']},
-    "hmr_6": {'seed': 14, 'model_config': 'mega_synthetic', 'tokenizer_weights': 'runs/synthetic_demo/tokenizer_6/final.pt', 'init_weights': 'runs/synthetic_demo/hmr_5/checkpoint.pt', 'steps': 3000, 'lr': 0.0003, 'warmup_steps': 100, 'min_lr_ratio': 0.01, 'precision': 'bf16', 'threads': 2, 'checkpoint_every': 250, 'log_every': 50, 'full_mask_prob': 0.95, 'rotcam_dropout': 0.1, 'yaw_bins': 8, 'yaw_loss_weight': 0.5, 'rotation_loss_weight': 2.0, 'crop_dirs': ['runs/data/synth_train']},
-    "detector": {'epochs': 20, 'imgsz': 320},
+    "tokenizer_1": {
+        "steps": 2400,
+        "weight_decay": 0.0,
+        "warmup_steps": 50,
+        "min_lr_ratio": 0.02,
+        "clip_grad_norm": 0.0,
+        "threads": 2,
+        "checkpoint_every": 200,
+        "log_every": 20,
+        "dead_code_every": 20,
+        "synthetic_meshes": 20000,
+    },
+    "tokenizer_2": {
+        "init_weights": "runs/synthetic_demo/tokenizer_1/final.pt",
+        "steps": 2000,
+        "lr": 0.0005,
+        "weight_decay": 0.0,
+        "warmup_steps": 50,
+        "min_lr_ratio": 0.02,
+        "clip_grad_norm": 0.0,
+        "threads": 2,
+        "checkpoint_every": 200,
+        "log_every": 20,
+        "dead_code_every": 20,
+        "synthetic_meshes": 20000,
+    },
+    "tokenizer_3": {
+        "seed": 1,
+        "init_weights": "runs/synthetic_demo/tokenizer_2/final.pt",
+        "steps": 1800,
+        "lr": 0.0003,
+        "weight_decay": 0.0,
+        "warmup_steps": 50,
+        "min_lr_ratio": 0.02,
+        "clip_grad_norm": 0.0,
+        "threads": 2,
+        "checkpoint_every": 200,
+        "log_every": 20,
+        "dead_code_every": 20,
+        "synthetic_meshes": 20000,
+    },
+    "tokenizer_4": {
+        "seed": 4,
+        "init_weights": "runs/synthetic_demo/tokenizer_3/final.pt",
+        "steps": 3600,
+        "lr": 0.0004,
+        "weight_decay": 0.0,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.02,
+        "clip_grad_norm": 0.0,
+        "threads": 1,
+        "checkpoint_every": 200,
+        "log_every": 20,
+        "dead_code_every": 20,
+        "synthetic_meshes": 20000,
+    },
+    "tokenizer_5": {
+        "seed": 5,
+        "init_weights": "runs/synthetic_demo/tokenizer_4/final.pt",
+        "steps": 3000,
+        "lr": 0.0003,
+        "weight_decay": 0.0,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.02,
+        "clip_grad_norm": 0.0,
+        "threads": 2,
+        "checkpoint_every": 200,
+        "log_every": 20,
+        "dead_code_every": 20,
+        "synthetic_meshes": 20000,
+    },
+    "tokenizer_6": {
+        "seed": 6,
+        "init_weights": "runs/synthetic_demo/tokenizer_5/final.pt",
+        "steps": 3600,
+        "lr": 0.0003,
+        "weight_decay": 0.0,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.02,
+        "clip_grad_norm": 0.0,
+        "threads": 1,
+        "checkpoint_every": 200,
+        "log_every": 20,
+        "dead_code_every": 20,
+        "synthetic_meshes": 20000,
+    },
+    "backbone_1": {
+        "model_config": "mega_synthetic",
+        "steps": 3000,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "precision": "bf16",
+        "threads": 1,
+        "checkpoint_every": 250,
+        "log_every": 50,
+        "crop_dirs": ["runs/data/synth_train"],
+    },
+    "backbone_2": {
+        "seed": 1,
+        "model_config": "mega_synthetic",
+        "init_weights": "runs/synthetic_demo/backbone_1/final.pt",
+        "steps": 3000,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "precision": "bf16",
+        "threads": 1,
+        "checkpoint_every": 250,
+        "log_every": 50,
+        "yaw_bins": 8,
+        "yaw_loss_weight": 0.01,
+        "crop_dirs": ["runs/data/synth_train"],
+    },
+    "pretrain": {
+        "model_config": "mega_synthetic",
+        "tokenizer_weights": "runs/synthetic_demo/tokenizer_6/final.pt",
+        "steps": 1500,
+        "batch_size": 64,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "threads": 1,
+        "checkpoint_every": 250,
+        "log_every": 25,
+        "synthetic_meshes": 8000,
+    },
+    "hmr_1": {
+        "model_config": "mega_synthetic",
+        "tokenizer_weights": "runs/synthetic_demo/tokenizer_6/final.pt",
+        "init_weights": "runs/synthetic_demo/pretrain/final.pt",
+        "backbone_weights": "runs/synthetic_demo/backbone_2/final.pt",
+        "steps": 2500,
+        "warmup_steps": 200,
+        "min_lr_ratio": 0.01,
+        "precision": "bf16",
+        "threads": 1,
+        "checkpoint_every": 250,
+        "log_every": 50,
+        "rotcam_dropout": 0.1,
+        "yaw_bins": 8,
+        "yaw_loss_weight": 0.5,
+        "rotation_loss_weight": 2.0,
+        "crop_dirs": ["runs/data/synth_train"],
+    },
+    "hmr_2": {
+        "seed": 7,
+        "model_config": "mega_synthetic",
+        "tokenizer_weights": "runs/synthetic_demo/tokenizer_6/final.pt",
+        "init_weights": "runs/synthetic_demo/hmr_1/checkpoint.pt",
+        "steps": 3000,
+        "lr": 0.0005,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "precision": "bf16",
+        "threads": 1,
+        "checkpoint_every": 250,
+        "log_every": 50,
+        "full_mask_prob": 0.5,
+        "rotcam_dropout": 0.1,
+        "yaw_bins": 8,
+        "yaw_loss_weight": 0.5,
+        "rotation_loss_weight": 2.0,
+        "crop_dirs": ["runs/data/synth_train"],
+    },
+    "hmr_3": {
+        "seed": 8,
+        "model_config": "mega_synthetic",
+        "tokenizer_weights": "runs/synthetic_demo/tokenizer_6/final.pt",
+        "init_weights": "runs/synthetic_demo/hmr_2/checkpoint.pt",
+        "steps": 2500,
+        "lr": 0.0005,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "precision": "bf16",
+        "threads": 1,
+        "checkpoint_every": 250,
+        "log_every": 50,
+        "full_mask_prob": 0.8,
+        "rotcam_dropout": 0.1,
+        "yaw_bins": 8,
+        "yaw_loss_weight": 0.5,
+        "rotation_loss_weight": 2.0,
+        "crop_dirs": ["runs/data/synth_train"],
+    },
+    "hmr_4": {
+        "seed": 10,
+        "model_config": "mega_synthetic",
+        "tokenizer_weights": "runs/synthetic_demo/tokenizer_6/final.pt",
+        "init_weights": "runs/synthetic_demo/hmr_3/checkpoint.pt",
+        "steps": 1500,
+        "lr": 0.0003,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "precision": "bf16",
+        "threads": 1,
+        "checkpoint_every": 250,
+        "log_every": 50,
+        "full_mask_prob": 0.95,
+        "rotcam_dropout": 0.1,
+        "yaw_bins": 8,
+        "yaw_loss_weight": 0.5,
+        "rotation_loss_weight": 2.0,
+        "crop_dirs": ["runs/data/synth_train"],
+    },
+    "hmr_5": {
+        "seed": 12,
+        "model_config": "mega_synthetic",
+        "tokenizer_weights": "runs/synthetic_demo/tokenizer_6/final.pt",
+        "init_weights": "runs/synthetic_demo/hmr_4/checkpoint.pt",
+        "steps": 3000,
+        "lr": 0.0003,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "precision": "bf16",
+        "threads": 1,
+        "checkpoint_every": 250,
+        "log_every": 50,
+        "full_mask_prob": 0.95,
+        "rotcam_dropout": 0.1,
+        "yaw_bins": 8,
+        "yaw_loss_weight": 0.5,
+        "rotation_loss_weight": 2.0,
+        "crop_dirs": ["runs/data/synth_train"],
+    },
+    "hmr_6": {
+        "seed": 14,
+        "model_config": "mega_synthetic",
+        "tokenizer_weights": "runs/synthetic_demo/tokenizer_6/final.pt",
+        "init_weights": "runs/synthetic_demo/hmr_5/checkpoint.pt",
+        "steps": 3000,
+        "lr": 0.0003,
+        "warmup_steps": 100,
+        "min_lr_ratio": 0.01,
+        "precision": "bf16",
+        "threads": 2,
+        "checkpoint_every": 250,
+        "log_every": 50,
+        "full_mask_prob": 0.95,
+        "rotcam_dropout": 0.1,
+        "yaw_bins": 8,
+        "yaw_loss_weight": 0.5,
+        "rotation_loss_weight": 2.0,
+        "crop_dirs": ["runs/data/synth_train"],
+    },
+    "detector": {"epochs": 20, "imgsz": 320},
 }
 
 
@@ -69,9 +296,17 @@ def test_demo_recipe_resolves_to_the_runs_of_the_demo_weights():
 def test_demo_recipe_makes_its_data_measures_the_weights_and_packages_them():
     recipe = load_recipe(RECIPE)
     synth = {s.name: s for s in recipe.steps if isinstance(s, SynthStep)}
-    assert (synth["synth_train"].out, synth["synth_train"].samples, synth["synth_train"].seed) == ("runs/data/synth_train", 4000, 1)
+    assert (synth["synth_train"].out, synth["synth_train"].samples, synth["synth_train"].seed) == (
+        "runs/data/synth_train",
+        4000,
+        1,
+    )
     assert (synth["synth_test"].samples, synth["synth_test"].seed) == (300, 2)
-    assert (synth["synth_detect"].synth, synth["synth_detect"].samples, synth["synth_detect"].size) == ("detection", 800, "640x360")
+    assert (synth["synth_detect"].synth, synth["synth_detect"].samples, synth["synth_detect"].size) == (
+        "detection",
+        800,
+        "640x360",
+    )
     # the runs read the data the recipe writes
     assert recipe.step("hmr_1").config.crop_dirs == (synth["synth_train"].out,)
     assert recipe.step("detector").config.data_dir == synth["synth_detect"].out
@@ -90,7 +325,10 @@ def test_set_changes_one_run_and_references_follow_a_moved_output():
     assert recipe.step("hmr_5").config.steps == 3000
     assert recipe.step("hmr_6").config.init_weights == "elsewhere/hmr_5/checkpoint.pt"
     assert recipe.step("eval_hmr").samples == (1, 2)
-    assert load_recipe(RECIPE, ["hmr_1.init_weights={tokenizer_1}/x.pt"]).step("hmr_1").config.init_weights == f"{RUNS}/tokenizer_1/x.pt"
+    assert (
+        load_recipe(RECIPE, ["hmr_1.init_weights={tokenizer_1}/x.pt"]).step("hmr_1").config.init_weights
+        == f"{RUNS}/tokenizer_1/x.pt"
+    )
     threads = load_recipe(RECIPE, threads=2)
     assert {s.config.threads for s in threads.steps if isinstance(s, TrainStep)} == {2}
 
@@ -161,7 +399,10 @@ def test_dry_run_prints_the_planned_runs_and_runs_nothing(tmp_path, monkeypatch)
     result = CliRunner().invoke(main, ["train", "--recipe", str(RECIPE), "--dry-run", "--set", "hmr_6.steps=100"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "[run] tokenizer_2: train tokenizer, config configs/train_tokenizer_synthetic.yaml, out_dir runs/synthetic_demo/tokenizer_2" in out
+    assert (
+        "[run] tokenizer_2: train tokenizer, config configs/train_tokenizer_synthetic.yaml, out_dir runs/synthetic_demo/tokenizer_2"
+        in out
+    )
     block = out[out.index("] hmr_6:") : out.index("] detector:")]
     assert "    steps: 100\n" in block and "    init_weights: runs/synthetic_demo/hmr_5/checkpoint.pt\n" in block
     assert "    full_mask_prob: 0.95\n" in block and "out_dir runs/synthetic_demo/hmr_6" in block
@@ -238,7 +479,12 @@ def test_a_recipe_runs_in_order_skips_finished_steps_and_continues_an_interrupte
     (runs / "hmr" / "final.pt").unlink()
     (runs / "score.json").unlink()
     recipe = load_recipe(tiny_recipe)
-    assert [line.split("]")[0] for line in plan(recipe) if line.startswith("[")] == ["[done", "[resume", "[run", "[skip"]
+    assert [line.split("]")[0] for line in plan(recipe) if line.startswith("[")] == [
+        "[done",
+        "[resume",
+        "[run",
+        "[skip",
+    ]
     run(recipe, progress=False, echo=lambda line: None)
     assert (runs / "hmr" / "final.pt").is_file() and json.loads((runs / "score.json").read_text()) == figures
 

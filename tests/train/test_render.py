@@ -53,7 +53,11 @@ def test_silhouette_matches_projected_triangles(renderer, model):
     assert iou >= 0.97, iou
     # every projected vertex lands on the rendered silhouette (to the pixel: outline vertices round
     # either way)
-    uv = np.rint(project(torch.from_numpy(verts)[None], torch.tensor([CAM.fx, CAM.fy]), torch.tensor([CAM.cx, CAM.cy]))[0].numpy()).astype(int)
+    uv = np.rint(
+        project(torch.from_numpy(verts)[None], torch.tensor([CAM.fx, CAM.fy]), torch.tensor([CAM.cx, CAM.cy]))[
+            0
+        ].numpy()
+    ).astype(int)
     assert (uv >= 0).all() and (uv[:, 0] < CAM.width).all() and (uv[:, 1] < CAM.height).all()
     near_silhouette = cv2.dilate(got.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     assert near_silhouette[uv[:, 1], uv[:, 0]].all()
@@ -85,7 +89,9 @@ def test_pixel_centres_and_axes_follow_opencv():
 def test_projected_box_equals_rendered_alpha_box(renderer, model):
     verts = person_cam(model, yaw=-0.8, at=(0.2, -0.1, 5.0))
     res = renderer.render(verts[None], CAM)
-    uv = project(torch.from_numpy(verts)[None], torch.tensor([CAM.fx, CAM.fy]), torch.tensor([CAM.cx, CAM.cy]))[0].numpy()
+    uv = project(torch.from_numpy(verts)[None], torch.tensor([CAM.fx, CAM.fy]), torch.tensor([CAM.cx, CAM.cy]))[
+        0
+    ].numpy()
     ys, xs = np.nonzero(res.alpha > 0)
     rendered = np.array([xs.min(), ys.min(), xs.max(), ys.max()])
     projected = np.concatenate([uv.min(0), uv.max(0)])
@@ -118,7 +124,9 @@ def test_two_overlapping_people_are_depth_ordered(renderer, model):
 
 def test_per_vertex_colours_and_opacity_composite_over_the_frame(renderer, model):
     verts = person_cam(model, yaw=0.0)  # facing the camera: its left (+x body) is on the image right
-    colours = np.where(model.verts_template[:, :1].numpy() > model.joints_rest[0, 0].item(), [0.0, 1.0, 0.0], [1.0, 0.0, 1.0])
+    colours = np.where(
+        model.verts_template[:, :1].numpy() > model.joints_rest[0, 0].item(), [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]
+    )
     background = np.full((CAM.height, CAM.width, 3), 200, np.uint8)
     res = renderer.render(verts[None], CAM, colours[None].astype(np.float32), background)
     cx = CAM.cx
@@ -258,11 +266,15 @@ def test_overlay_culls_by_each_mesh_orientation_and_keeps_open_meshes_two_sided(
     except RendererUnavailable as e:
         pytest.skip(str(e))
     with flipped, quad_renderer:
-        assert_close_pixels(flipped.overlay(frame, verts, WIDE, opacity=0.85), flipped.render(verts, WIDE, None, frame, 0.85).image)
+        assert_close_pixels(
+            flipped.overlay(frame, verts, WIDE, opacity=0.85), flipped.render(verts, WIDE, None, frame, 0.85).image
+        )
         # one mesh mirrored (x -> -x turns it inside out) among normal ones: two runs of culling
         mixed = verts.copy()
         mixed[1, :, 0] = -mixed[1, :, 0]
-        assert_close_pixels(flipped.overlay(frame, mixed, WIDE, opacity=1.0), flipped.render(mixed, WIDE, None, frame, 1.0).image)
+        assert_close_pixels(
+            flipped.overlay(frame, mixed, WIDE, opacity=1.0), flipped.render(mixed, WIDE, None, frame, 1.0).image
+        )
         quad = np.array([[[-0.5, -0.4, 3.0], [0.5, -0.4, 3.0], [0.5, 0.4, 3.0], [-0.5, 0.4, 3.0]]], np.float32)
         for q in (quad, quad[:, ::-1].copy()):
             got = quad_renderer.overlay(frame, q, WIDE, (0.2, 0.5, 0.9), 1.0)
@@ -274,4 +286,6 @@ def test_overlay_rejects_a_frame_of_another_size(renderer, model):
     with pytest.raises(ValueError, match="frame must be"):
         renderer.overlay(np.zeros((10, 10, 3), np.uint8), person_cam(model), WIDE)
     with pytest.raises(ValueError, match="vertex_values must be"):
-        renderer.overlay(textured_frame(WIDE), person_cam(model)[None], WIDE, vertex_values=np.zeros(3), colormap=np.zeros((256, 3)))
+        renderer.overlay(
+            textured_frame(WIDE), person_cam(model)[None], WIDE, vertex_values=np.zeros(3), colormap=np.zeros((256, 3))
+        )

@@ -26,7 +26,9 @@ from train.synthetic.appearance import clothing_colors
 def video(tmp_path_factory, assets_dir, renderer):
     """One small scene written by the CLI (module-scoped: several tests read it)."""
     out = tmp_path_factory.mktemp("synth") / "scene.mp4"
-    result = CliRunner().invoke(main, ["synth", str(out), "--people", "2", "--frames", "5", "--seed", "3", "--size", "192x144"])
+    result = CliRunner().invoke(
+        main, ["synth", str(out), "--people", "2", "--frames", "5", "--seed", "3", "--size", "192x144"]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -57,7 +59,9 @@ def test_ground_truth_arrays_and_metadata(video, model):
     assert gt["focal"].tolist() == pytest.approx([focal, focal]) and gt["principal"].tolist() == [96.0, 72.0]
     # verts_cam = verts_canonical @ R^T + cam_t, with the canonical mesh re-posed from the stored parameters
     f, k = 3, 1
-    canonical = S.canonical_verts(model, torch.from_numpy(gt["body_pose"][f, k : k + 1]), torch.from_numpy(gt["shape"][k : k + 1]))[0].numpy()
+    canonical = S.canonical_verts(
+        model, torch.from_numpy(gt["body_pose"][f, k : k + 1]), torch.from_numpy(gt["shape"][k : k + 1])
+    )[0].numpy()
     rebuilt = canonical @ gt["rotmat"][f, k].T + gt["cam_t"][f, k]
     np.testing.assert_allclose(rebuilt, gt["verts_cam"][f, k], atol=2e-4)
     np.testing.assert_allclose(gt["rotmat"][f, k] @ gt["rotmat"][f, k].T, np.eye(3), atol=1e-5)
@@ -69,8 +73,18 @@ def test_same_seed_same_ground_truth_bytes(video, tmp_path):
     again = tmp_path / "again.mp4"
     other = tmp_path / "other.mp4"
     runner = CliRunner()
-    assert runner.invoke(main, ["synth", str(again), "--people", "2", "--frames", "5", "--seed", "3", "--size", "192x144"]).exit_code == 0
-    assert runner.invoke(main, ["synth", str(other), "--people", "2", "--frames", "5", "--seed", "4", "--size", "192x144"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["synth", str(again), "--people", "2", "--frames", "5", "--seed", "3", "--size", "192x144"]
+        ).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(
+            main, ["synth", str(other), "--people", "2", "--frames", "5", "--seed", "4", "--size", "192x144"]
+        ).exit_code
+        == 0
+    )
     a, b, c = (np.load(p.with_suffix(".npz")) for p in (video, again, other))
     assert a.files == b.files
     for name in a.files:
@@ -81,7 +95,9 @@ def test_same_seed_same_ground_truth_bytes(video, tmp_path):
 def _one_person_scene(model, seed):
     cfg = S.SceneConfig(width=256, height=192, frames=2, people=1, seed=seed)
     plan = S.plan_scene(cfg, model)
-    truth = S.pose_people(plan.body_pose[:, 0], plan.global_orient[:, 0], plan.shape.repeat(2, 1), plan.position[:, 0], plan.rig, model)
+    truth = S.pose_people(
+        plan.body_pose[:, 0], plan.global_orient[:, 0], plan.shape.repeat(2, 1), plan.position[:, 0], plan.rig, model
+    )
     return plan, truth
 
 
@@ -138,14 +154,23 @@ def test_crop_dataset_shards_are_consistent(tmp_path, model, renderer, crop_hw):
     assert d["images"].shape == (2, *crop_hw, 3) and d["images"].dtype == np.uint8
     assert d["verts_canonical"].shape == (2, B.NUM_VERTS, 3)
     np.testing.assert_allclose(d["verts_canonical"].mean(1), 0, atol=1e-5)
-    full = cam_crop_to_full(*(torch.from_numpy(d[k]) for k in ("cam_crop", "box_center", "box_size", "img_size_wh", "focal_full")))
+    full = cam_crop_to_full(
+        *(torch.from_numpy(d[k]) for k in ("cam_crop", "box_center", "box_size", "img_size_wh", "focal_full"))
+    )
     np.testing.assert_allclose(full.numpy(), d["cam_t_full"], rtol=1e-5, atol=1e-4)
     w, h = d["img_size_wh"][0]
     for i in range(2):
         # the mesh, placed by the stored rotation and camera, projects onto the person in the crop
-        cam = C.crop_camera(Camera.centred(int(w), int(h), float(d["focal_full"][i])), d["box_center"][i], float(d["box_size"][i]), crop_hw)
+        cam = C.crop_camera(
+            Camera.centred(int(w), int(h), float(d["focal_full"][i])),
+            d["box_center"][i],
+            float(d["box_size"][i]),
+            crop_hw,
+        )
         verts_cam = d["verts_canonical"][i] @ d["rotmat"][i].T + d["cam_t_full"][i]
-        uv = project(torch.from_numpy(verts_cam)[None], torch.tensor([cam.fx, cam.fy]), torch.tensor([cam.cx, cam.cy]))[0]
+        uv = project(torch.from_numpy(verts_cam)[None], torch.tensor([cam.fx, cam.fy]), torch.tensor([cam.cx, cam.cy]))[
+            0
+        ]
         uv = np.rint(uv.numpy()).astype(int)
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < crop_hw[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < crop_hw[0])
         assert inside.mean() > 0.95  # the crop holds the person
@@ -204,7 +229,9 @@ def test_clip_streamed_in_slices_matches_one_slice(tmp_path, model, renderer):
 
 def test_cli_dataset_mode_writes_shards(tmp_path, renderer):
     out = tmp_path / "crops"
-    result = CliRunner().invoke(main, ["synth", "--dataset", str(out), "--samples", "2", "--crop", "256x192", "--seed", "1"])
+    result = CliRunner().invoke(
+        main, ["synth", "--dataset", str(out), "--samples", "2", "--crop", "256x192", "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "index.json").read_text())["samples"] == 2
     assert np.load(out / "shard-00000.npz")["images"].shape == (2, 256, 192, 3)
@@ -256,7 +283,6 @@ def test_scene_plan_is_plausible(model):
     steps = np.linalg.norm(np.diff(plan.position, axis=0), axis=-1)
     assert steps.max() <= 1.6 / cfg.fps + 1e-6  # nobody moves faster than a brisk walk
     assert asdict(truth).keys() >= {"verts_cam", "rotmat", "cam_t", "boxes_xyxy"}
-
 
 
 def test_people_look_different_from_the_front_and_from_behind(model):

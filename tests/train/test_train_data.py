@@ -68,8 +68,18 @@ def test_amass_folder_reader_strides_frames_and_skips_shape_files(tmp_path, smpl
     rng = np.random.default_rng(1)
     seq = tmp_path / "CMU" / "01"
     seq.mkdir(parents=True)
-    np.savez(seq / "01_01_poses.npz", poses=0.2 * rng.standard_normal((10, 156)), betas=rng.standard_normal(16), gender="neutral")
-    np.savez(seq / "01_02_poses.npz", poses=0.2 * rng.standard_normal((4, 72)), betas=rng.standard_normal(10), gender="female")
+    np.savez(
+        seq / "01_01_poses.npz",
+        poses=0.2 * rng.standard_normal((10, 156)),
+        betas=rng.standard_normal(16),
+        gender="neutral",
+    )
+    np.savez(
+        seq / "01_02_poses.npz",
+        poses=0.2 * rng.standard_normal((4, 72)),
+        betas=rng.standard_normal(10),
+        gender="female",
+    )
     np.savez(seq / "shape.npz", betas=np.zeros(16), gender="neutral")  # AMASS's shape-only file
     meshes = AmassMeshes(tmp_path, SmplBody(smpl_file), stride=2)
     assert len(meshes) == 5 + 2
@@ -92,7 +102,9 @@ def test_crop_reader_reads_every_shard_and_projects_keypoints(tmp_path, rig, reg
     crops = CropShards(tmp_path / "crops", regressor.numpy())
     assert len(crops) == 6
     s = crops.raw(4)  # second shard
-    assert np.array_equal(s.image, arrays["images"][4]) and np.array_equal(s.verts_canonical, arrays["verts_canonical"][4])
+    assert np.array_equal(s.image, arrays["images"][4]) and np.array_equal(
+        s.verts_canonical, arrays["verts_canonical"][4]
+    )
     assert s.box_size == 224 and np.allclose(s.box_center, 112)
     # keypoint = perspective projection of the camera-frame joint, in box units
     joint_cam = regressor.numpy() @ arrays["verts_canonical"][4] @ arrays["rotmat"][4].T + arrays["cam_t_full"][4]
@@ -196,15 +208,21 @@ def _fit_weak_perspective(points_xy: np.ndarray, keypoints: np.ndarray) -> float
 
 @pytest.mark.parametrize(
     "aug",
-    [augment.Augmentation(), augment.Augmentation(flip=True), augment.Augmentation(rotation_rad=0.6, box_scale=1.2),
-     augment.Augmentation(flip=True, rotation_rad=-0.4, box_scale=0.8)],  # fmt: skip
+    [
+        augment.Augmentation(),
+        augment.Augmentation(flip=True),
+        augment.Augmentation(rotation_rad=0.6, box_scale=1.2),
+        augment.Augmentation(flip=True, rotation_rad=-0.4, box_scale=0.8),
+    ],  # fmt: skip
     ids=["none", "flip", "rotate-scale", "all"],
 )
 def test_augmented_3d_truth_projects_onto_augmented_keypoints(tmp_path, rig, regressor, aug):
     write_crop_fixture(tmp_path / "crops", rig, count=2)
     s = CropShards(tmp_path / "crops", regressor.numpy()).raw(0)
     mirror = np.asarray(body_lib.JOINT_MIRROR)
-    verts, joints, rotmat = augment.augment_3d(s.verts_canonical, s.joints_canonical, s.rotmat, aug, rig.symmetry, mirror)
+    verts, joints, rotmat = augment.augment_3d(
+        s.verts_canonical, s.joints_canonical, s.rotmat, aug, rig.symmetry, mirror
+    )
     keypoints = augment.augment_keypoints(s.joints2d, aug, mirror)
     base = _fit_weak_perspective((s.joints_canonical @ s.rotmat.T)[:, :2], s.joints2d[:, :2])
     # flips and rotations are isometries of both sides; the box scale magnifies the keypoints only

@@ -68,13 +68,22 @@ def cli(*args, **kw) -> subprocess.Popen:
 
 
 # ---- one step ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["tokenizer", "backbone", "backbone+rotcam", "backbone+yaw", "pretrain", "hmr", "hmr+yaw", "hmr+full", "hmr+pose"])
+@pytest.mark.parametrize(
+    "stage",
+    ["tokenizer", "backbone", "backbone+rotcam", "backbone+yaw", "pretrain", "hmr", "hmr+yaw", "hmr+full", "hmr+pose"],
+)
 def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(files, tmp_path, stage):
     from train.loop import make_optimizer
     from train.stages import build_stage
 
     torch.manual_seed(0)
-    extra = {"backbone+rotcam": {"backbone_rotcam": True}, "backbone+yaw": {"yaw_bins": 8}, "hmr+yaw": {"yaw_bins": 8}, "hmr+full": {"full_mask_prob": 0.5}, "hmr+pose": {"pose_head_weight": 10.0}}.get(stage, {})
+    extra = {
+        "backbone+rotcam": {"backbone_rotcam": True},
+        "backbone+yaw": {"yaw_bins": 8},
+        "hmr+yaw": {"yaw_bins": 8},
+        "hmr+full": {"full_mask_prob": 0.5},
+        "hmr+pose": {"pose_head_weight": 10.0},
+    }.get(stage, {})
     cfg = make_cfg(files, stage.split("+")[0], tmp_path, lr=1e-3 if stage == "tokenizer" else 3e-4, **extra)
     s = build_stage(cfg, DistInfo())
     s.module.train(s.train_mode)
@@ -102,10 +111,19 @@ def test_optimiser_is_adamw_with_the_papers_settings_and_a_warm_cosine_schedule(
     cfg = make_cfg(files, "pretrain", tmp_path, lr=1e-3, lr_reference_batch=256, batch_size=16, weight_decay=0.05)
     stage = build_stage(cfg, DistInfo())
     opt = make_optimizer(stage, cfg)
-    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.99) and opt.defaults["weight_decay"] == 0.05
+    assert (
+        isinstance(opt, torch.optim.AdamW)
+        and opt.defaults["betas"] == (0.9, 0.99)
+        and opt.defaults["weight_decay"] == 0.05
+    )
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 16 / 256)  # the official batch / 256 scaling
     factors = [lr_factor(s, 10, 110, 0.0) for s in range(110)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[60] == pytest.approx(0.5) and factors[-1] < 1e-3
+    assert (
+        factors[0] == pytest.approx(0.1)
+        and factors[9] == 1.0
+        and factors[60] == pytest.approx(0.5)
+        and factors[-1] < 1e-3
+    )
 
 
 # ---- DDP -----------------------------------------------------------------------------------------
@@ -138,7 +156,9 @@ def _gradients(cfg: TrainConfig, rank: int, world: int) -> dict:
 
 
 def _ddp_worker(rank: int, world: int, cfg: TrainConfig, port: int, out_path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     from train import distributed
 
     try:
@@ -306,7 +326,9 @@ def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weig
     assert {"heatmaps", "joint_px"} <= set(metrics["final"]) and metrics["final"]["joint_px"] > 0
     trained = read_checkpoint(tmp_path / "bb" / "final.pt")
     assert trained["stage"] == "backbone" and "final_layer.weight" in trained["model"]
-    hmr = build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / "bb" / "final.pt")), DistInfo())
+    hmr = build_stage(
+        make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / "bb" / "final.pt")), DistInfo()
+    )
     own = hmr.module.mega.backbone.state_dict()
     assert set(own) == set(trained["model"])
     assert all(torch.equal(own[k], v) for k, v in trained["model"].items())
@@ -316,13 +338,25 @@ def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weig
     # with backbone_rotcam the rotation/camera head trains too (the 1/32 heads then do) and hmr starts from it
     bbr = make_cfg(files, "backbone", tmp_path / "bbr", steps=2, backbone_rotcam=True)
     metrics = train(bbr, progress=False)
-    assert {"rotation", "camera", "rotation_deg"} <= set(metrics["final"]) and 0 <= metrics["final"]["rotation_deg"] <= 180
+    assert {"rotation", "camera", "rotation_deg"} <= set(metrics["final"]) and 0 <= metrics["final"][
+        "rotation_deg"
+    ] <= 180
     trained = read_checkpoint(tmp_path / "bbr" / "final.pt")["model"]
-    assert "backbone.final_layer.weight" in trained and "rot_predictor.weight" in trained and "rotcam_head.0.weight" in trained
+    assert (
+        "backbone.final_layer.weight" in trained
+        and "rot_predictor.weight" in trained
+        and "rotcam_head.0.weight" in trained
+    )
     assert any(p.requires_grad for p in build_stage(bbr, DistInfo()).module.backbone.downsample_stage_1.parameters())
-    hmr = build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / "bbr" / "final.pt")), DistInfo())
+    hmr = build_stage(
+        make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / "bbr" / "final.pt")), DistInfo()
+    )
     mega = hmr.module.mega
-    assert all(torch.equal(mega.backbone.state_dict()[k[len("backbone."):]], v) for k, v in trained.items() if k.startswith("backbone."))
+    assert all(
+        torch.equal(mega.backbone.state_dict()[k[len("backbone.") :]], v)
+        for k, v in trained.items()
+        if k.startswith("backbone.")
+    )
     for k in ("rotcam_head.0.weight", "rotcam_head.2.bias", "rot_predictor.weight", "cam_predictor.bias"):
         assert torch.equal(mega.decoder.state_dict()[k], trained[k])
     # yaw_bins: a train-only yaw classifier on the pooled MEGA features (so the 1/32 heads train); it is logged
@@ -331,21 +365,39 @@ def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weig
         cfg = make_cfg(files, "backbone", tmp_path / name, steps=2, yaw_bins=8, **extra)
         metrics = train(cfg, progress=False)
         assert {"yaw", "yaw_deg"} <= set(metrics["final"]) and 0 <= metrics["final"]["yaw_deg"] <= 180
-        assert any(p.requires_grad for p in build_stage(cfg, DistInfo()).module.backbone.downsample_stage_1.parameters())
+        assert any(
+            p.requires_grad for p in build_stage(cfg, DistInfo()).module.backbone.downsample_stage_1.parameters()
+        )
         trained = read_checkpoint(tmp_path / name / "final.pt")["model"]
         assert not any("yaw" in k for k in trained)
         assert ("rot_predictor.weight" in trained) == bool(extra)
-        build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / name / "final.pt")), DistInfo())
+        build_stage(
+            make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(tmp_path / name / "final.pt")), DistInfo()
+        )
     # a backbone run continues an earlier one (init_weights): the backbone, and the head when both have one
     for init, extra in (("bb", {}), ("bbr", {}), ("bbr", {"backbone_rotcam": True}), ("bby", {"yaw_bins": 4})):
-        stage = build_stage(make_cfg(files, "backbone", tmp_path / "c", init_weights=str(tmp_path / init / "final.pt"), **extra), DistInfo())
+        stage = build_stage(
+            make_cfg(files, "backbone", tmp_path / "c", init_weights=str(tmp_path / init / "final.pt"), **extra),
+            DistInfo(),
+        )
         before = read_checkpoint(tmp_path / init / "final.pt")["model"]
         now = stage.module.exported().state_dict()
-        now = now if "backbone.final_layer.weight" in now or "backbone.final_layer.weight" not in before else {f"backbone.{k}": v for k, v in now.items()}
+        now = (
+            now
+            if "backbone.final_layer.weight" in now or "backbone.final_layer.weight" not in before
+            else {f"backbone.{k}": v for k, v in now.items()}
+        )
         shared = [k for k in before if k in now]
-        assert len(shared) >= len(stage.module.backbone.state_dict()) and all(torch.equal(now[k], before[k]) for k in shared)
+        assert len(shared) >= len(stage.module.backbone.state_dict()) and all(
+            torch.equal(now[k], before[k]) for k in shared
+        )
     with pytest.raises(CheckpointError, match="does not fit this backbone run"):
-        build_stage(make_cfg(files, "backbone", tmp_path / "c", init_weights=str(tmp_path / "bb" / "final.pt"), backbone_rotcam=True), DistInfo())
+        build_stage(
+            make_cfg(
+                files, "backbone", tmp_path / "c", init_weights=str(tmp_path / "bb" / "final.pt"), backbone_rotcam=True
+            ),
+            DistInfo(),
+        )
     with pytest.raises(CheckpointError, match="not a backbone-stage checkpoint"):
         build_stage(make_cfg(files, "backbone", tmp_path / "c", init_weights=str(files / "tokenizer.pt")), DistInfo())
     with pytest.raises(ConfigError, match="init_weights is not used by the pretrain stage"):
@@ -361,8 +413,18 @@ def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weig
     with pytest.raises(ConfigError, match="yaw_bins is a setting of the backbone and hmr stages"):
         make_cfg(files, "pretrain", tmp_path / "x", yaw_bins=8)
     # the head's Dropout p is a training setting (official 0.5), applied in both stages
-    assert build_stage(make_cfg(files, "backbone", tmp_path / "d", backbone_rotcam=True, rotcam_dropout=0.0), DistInfo()).module.rotcam_head[1].p == 0.0
-    assert build_stage(make_cfg(files, "hmr", tmp_path / "d2", rotcam_dropout=0.1), DistInfo()).module.mega.decoder.rotcam_head[3].p == 0.1
+    assert (
+        build_stage(make_cfg(files, "backbone", tmp_path / "d", backbone_rotcam=True, rotcam_dropout=0.0), DistInfo())
+        .module.rotcam_head[1]
+        .p
+        == 0.0
+    )
+    assert (
+        build_stage(make_cfg(files, "hmr", tmp_path / "d2", rotcam_dropout=0.1), DistInfo())
+        .module.mega.decoder.rotcam_head[3]
+        .p
+        == 0.1
+    )
     assert mega.decoder.rotcam_head[1].p == 0.5
     with pytest.raises(ConfigError, match="rotcam_dropout must be in"):
         make_cfg(files, "hmr", tmp_path / "x", rotcam_dropout=1.0)
@@ -372,7 +434,9 @@ def test_backbone_stage_starts_hmr_and_a_tokenizer_run_continues_from_given_weig
     with pytest.raises(CheckpointError, match="tokenizer.pt.*not a backbone-stage checkpoint"):
         build_stage(make_cfg(files, "hmr", tmp_path / "hmr", backbone_weights=str(files / "tokenizer.pt")), DistInfo())
     # a tokenizer run with init_weights starts from that tokenizer, codebook included
-    cont = build_stage(make_cfg(files, "tokenizer", tmp_path / "tok", init_weights=str(files / "tokenizer.pt")), DistInfo())
+    cont = build_stage(
+        make_cfg(files, "tokenizer", tmp_path / "tok", init_weights=str(files / "tokenizer.pt")), DistInfo()
+    )
     start = read_checkpoint(files / "tokenizer.pt")["model"]
     assert all(torch.equal(cont.module.state_dict()[k], v) for k, v in start.items())
 
@@ -417,33 +481,66 @@ def test_an_hmr_run_continues_an_hmr_run_and_full_mask_prob_is_an_hmr_setting(fi
     from train.loop import train
     from train.stages import build_stage
 
-    metrics = train(make_cfg(files, "hmr", tmp_path / "first", steps=2, yaw_bins=8, full_mask_prob=0.3, pose_head_weight=10.0), progress=False)
-    assert metrics["final"]["pose_mm"] > 0 and metrics["final"]["pose_mm"] == pytest.approx(1000 * metrics["final"]["pose"], rel=1e-4)
+    metrics = train(
+        make_cfg(files, "hmr", tmp_path / "first", steps=2, yaw_bins=8, full_mask_prob=0.3, pose_head_weight=10.0),
+        progress=False,
+    )
+    assert metrics["final"]["pose_mm"] > 0 and metrics["final"]["pose_mm"] == pytest.approx(
+        1000 * metrics["final"]["pose"], rel=1e-4
+    )
     final = read_checkpoint(tmp_path / "first" / "final.pt")["model"]
     assert not any(k.startswith(("yaw_head", "pose_head")) for k in final)
     saved = read_checkpoint(tmp_path / "first" / "checkpoint.pt")["model"]
     # from final.pt: the whole MEGA (backbone, transformer, rotation/camera head)
-    stage = build_stage(make_cfg(files, "hmr", tmp_path / "c1", init_weights=str(tmp_path / "first" / "final.pt")), DistInfo())
+    stage = build_stage(
+        make_cfg(files, "hmr", tmp_path / "c1", init_weights=str(tmp_path / "first" / "final.pt")), DistInfo()
+    )
     own = stage.module.mega.state_dict()
     assert set(own) == set(final) and all(torch.equal(own[k], v) for k, v in final.items())
     # from checkpoint.pt: MEGA and the train-only heads, which final.pt leaves out
-    stage = build_stage(make_cfg(files, "hmr", tmp_path / "c2", yaw_bins=8, pose_head_weight=1.0, init_weights=str(tmp_path / "first" / "checkpoint.pt")), DistInfo())
+    stage = build_stage(
+        make_cfg(
+            files,
+            "hmr",
+            tmp_path / "c2",
+            yaw_bins=8,
+            pose_head_weight=1.0,
+            init_weights=str(tmp_path / "first" / "checkpoint.pt"),
+        ),
+        DistInfo(),
+    )
     own = stage.module.state_dict()
     assert set(own) == set(saved) and all(torch.equal(own[k], v) for k, v in saved.items())
     assert any(k.startswith("pose_head.") for k in own) and any(k.startswith("yaw_head.") for k in own)
     # a run without the heads continues the same MEGA
-    stage = build_stage(make_cfg(files, "hmr", tmp_path / "c2b", init_weights=str(tmp_path / "first" / "checkpoint.pt")), DistInfo())
+    stage = build_stage(
+        make_cfg(files, "hmr", tmp_path / "c2b", init_weights=str(tmp_path / "first" / "checkpoint.pt")), DistInfo()
+    )
     assert stage.module.yaw_head is None and stage.module.pose_head is None
     assert all(torch.equal(stage.module.mega.state_dict()[k], v) for k, v in final.items())
     with pytest.raises(CheckpointError, match="yaw head has 8 bins, this run 4"):
-        build_stage(make_cfg(files, "hmr", tmp_path / "c3", yaw_bins=4, init_weights=str(tmp_path / "first" / "checkpoint.pt")), DistInfo())
+        build_stage(
+            make_cfg(files, "hmr", tmp_path / "c3", yaw_bins=4, init_weights=str(tmp_path / "first" / "checkpoint.pt")),
+            DistInfo(),
+        )
     with pytest.raises(CheckpointError, match="final.pt: continues a whole MEGA.*remove backbone_weights"):
-        build_stage(make_cfg(files, "hmr", tmp_path / "c4", init_weights=str(tmp_path / "first" / "final.pt"), backbone_weights=str(tmp_path / "first" / "final.pt")), DistInfo())
+        build_stage(
+            make_cfg(
+                files,
+                "hmr",
+                tmp_path / "c4",
+                init_weights=str(tmp_path / "first" / "final.pt"),
+                backbone_weights=str(tmp_path / "first" / "final.pt"),
+            ),
+            DistInfo(),
+        )
     with pytest.raises(CheckpointError, match="tokenizer.pt: not a pre-training checkpoint"):
         build_stage(make_cfg(files, "hmr", tmp_path / "c5", init_weights=str(files / "tokenizer.pt")), DistInfo())
     bb = make_cfg(files, "backbone", tmp_path / "bb", steps=1)
     train(bb, progress=False)
-    with pytest.raises(CheckpointError, match="a backbone-stage checkpoint; init_weights of hmr takes a pretrain or hmr"):
+    with pytest.raises(
+        CheckpointError, match="a backbone-stage checkpoint; init_weights of hmr takes a pretrain or hmr"
+    ):
         build_stage(make_cfg(files, "hmr", tmp_path / "c6", init_weights=str(tmp_path / "bb" / "final.pt")), DistInfo())
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigError, match="full_mask_prob must be in"):

@@ -143,8 +143,12 @@ def test_yaw_from_logits_is_the_circular_mean_of_the_bin_centres_and_errors_wrap
     across = torch.full((1, 8), -50.0)
     across[0, [0, 7]] = 50.0
     assert abs(losses.yaw_from_logits(across).item()) == pytest.approx(math.pi, abs=1e-5)
-    assert losses.angle_error_deg(torch.tensor([math.radians(170.0)]), torch.tensor([math.radians(-170.0)])).item() == pytest.approx(20.0, abs=1e-4)
-    assert losses.angle_error_deg(torch.tensor([0.0, 0.0]), torch.tensor([math.pi / 2, math.pi])).item() == pytest.approx(135.0)
+    assert losses.angle_error_deg(
+        torch.tensor([math.radians(170.0)]), torch.tensor([math.radians(-170.0)])
+    ).item() == pytest.approx(20.0, abs=1e-4)
+    assert losses.angle_error_deg(
+        torch.tensor([0.0, 0.0]), torch.tensor([math.pi / 2, math.pi])
+    ).item() == pytest.approx(135.0)
 
 
 def test_root_relative_joint_loss_subtracts_the_true_root_then_averages_distances():

@@ -15,7 +15,9 @@ N = 54
 
 
 def _noise(count: int, seed: int = 0) -> torch.Tensor:
-    return torch.from_numpy(np.stack([sample_rng(seed, g, stream=2).random(N + 1) for g in range(count)]).astype(np.float32))
+    return torch.from_numpy(
+        np.stack([sample_rng(seed, g, stream=2).random(N + 1) for g in range(count)]).astype(np.float32)
+    )
 
 
 def test_each_row_masks_floor_n_cos_pi_tau_over_2_tokens():

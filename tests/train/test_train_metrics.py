@@ -53,7 +53,9 @@ def test_pa_mpjpe_of_a_mirrored_tetrahedron_matches_umeyama():
     scale = (s * np.array([1, 1, d])).sum() / (p**2).sum()
     aligned = scale * p @ rot + mg
     expected = np.linalg.norm(aligned - gt, axis=1).mean()
-    got = metrics.pa_mpjpe(torch.tensor(pred[None], dtype=torch.float32), torch.tensor(gt[None], dtype=torch.float32), IDENTITY_REG)
+    got = metrics.pa_mpjpe(
+        torch.tensor(pred[None], dtype=torch.float32), torch.tensor(gt[None], dtype=torch.float32), IDENTITY_REG
+    )
     assert expected > 0.1 and got.item() == pytest.approx(expected, rel=1e-5)
 
 

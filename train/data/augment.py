@@ -47,9 +47,13 @@ def sample_augmentation(rng: np.random.Generator, scale: float, rotation_deg: fl
     u = rng.random(6)
     normal = rng.standard_normal(2)
     box_scale = float(np.clip(1 + normal[0] * scale, 1 - scale, 1 + scale))
-    rotation = float(np.clip(normal[1] * rotation_deg, -2 * rotation_deg, 2 * rotation_deg)) if u[0] < rotation_prob else 0.0
+    rotation = (
+        float(np.clip(normal[1] * rotation_deg, -2 * rotation_deg, 2 * rotation_deg)) if u[0] < rotation_prob else 0.0
+    )
     gains = tuple(float(1 - color + 2 * color * g) for g in u[3:6])
-    return Augmentation(flip=bool(u[1] < flip_prob), rotation_rad=np.deg2rad(rotation), box_scale=box_scale, color_gain=gains)
+    return Augmentation(
+        flip=bool(u[1] < flip_prob), rotation_rad=np.deg2rad(rotation), box_scale=box_scale, color_gain=gains
+    )
 
 
 def crop_matrix(box_center: np.ndarray, box_size: float, out_hw: tuple[int, int], aug: Augmentation) -> np.ndarray:
@@ -73,7 +77,9 @@ def warp_crop(image: np.ndarray, box_center, box_size: float, out_hw: tuple[int,
         image = cv2.resize(np.ascontiguousarray(image), None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         box_center, box_size = box_center * factor, box_size * factor
     matrix = crop_matrix(box_center, box_size, out_hw, aug)
-    out = cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    out = cv2.warpAffine(
+        np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
     if aug.color_gain != (1.0, 1.0, 1.0):
         out = np.clip(out.astype(np.float32) * np.asarray(aug.color_gain, np.float32), 0, 255).astype(np.uint8)
     return out

@@ -20,7 +20,9 @@ NUM_TOKENS = 54
 
 
 def _mask_noise(seed: int, samples: Sequence[int], num_tokens: int) -> torch.Tensor:
-    return torch.from_numpy(np.stack([sample_rng(seed, g, stream=2).random(num_tokens + 1) for g in samples]).astype(np.float32))
+    return torch.from_numpy(
+        np.stack([sample_rng(seed, g, stream=2).random(num_tokens + 1) for g in samples]).astype(np.float32)
+    )
 
 
 class MeshBatches(torch.utils.data.Dataset):
@@ -42,7 +44,11 @@ class MeshBatches(torch.utils.data.Dataset):
             if rows.size:
                 verts[torch.from_numpy(rows)] = source.verts(keys[rows, 1].tolist())
         keys = np.concatenate([keys, np.zeros((len(keys), 1), np.int64)], 1)
-        return {"verts_canonical": verts, "keys": torch.from_numpy(keys), "mask_noise": _mask_noise(self.seed, samples, self.num_tokens)}
+        return {
+            "verts_canonical": verts,
+            "keys": torch.from_numpy(keys),
+            "mask_noise": _mask_noise(self.seed, samples, self.num_tokens),
+        }
 
 
 class TokenBatches(torch.utils.data.Dataset):
@@ -88,7 +94,9 @@ class HmrBatches(torch.utils.data.Dataset):
         else:
             aug = augment.sample_augmentation(sample_rng(self.seed, sample, stream=3), **self.augment_args)
         crop = augment.warp_crop(raw.image, raw.box_center, raw.box_size, self.input_hw, aug)
-        verts, joints, rotmat = augment.augment_3d(raw.verts_canonical, raw.joints_canonical, raw.rotmat, aug, self.symmetry, self.joint_mirror)
+        verts, joints, rotmat = augment.augment_3d(
+            raw.verts_canonical, raw.joints_canonical, raw.rotmat, aug, self.symmetry, self.joint_mirror
+        )
         return {
             "images": augment.normalise_image(crop, self.mean, self.std),
             "verts_canonical": np.ascontiguousarray(verts, np.float32),

@@ -44,10 +44,14 @@ class CropShards:
         self.folder = Path(folder)
         index_path = self.folder / INDEX_FILE
         if not index_path.is_file():
-            raise DatasetError(f"{self.folder}: no {INDEX_FILE} — not a crop dataset (write one with `mega-rt synth --dataset {self.folder}`)")
+            raise DatasetError(
+                f"{self.folder}: no {INDEX_FILE} — not a crop dataset (write one with `mega-rt synth --dataset {self.folder}`)"
+            )
         index = json.loads(index_path.read_text())
         if index.get("format") != FORMAT:
-            raise DatasetError(f"{index_path}: format {index.get('format')!r}, expected {FORMAT!r} (regenerate with `mega-rt synth --dataset`)")
+            raise DatasetError(
+                f"{index_path}: format {index.get('format')!r}, expected {FORMAT!r} (regenerate with `mega-rt synth --dataset`)"
+            )
         self.crop_hw = tuple(index["crop_hw"])
         self.shards, self.starts = [], [0]
         for entry in index["shards"]:
@@ -57,7 +61,9 @@ class CropShards:
             arrays = open_npz(path)
             missing = [name for name in SHARD_ARRAYS if name not in arrays]
             if missing:
-                raise DatasetError(f"{path}: shard lacks {', '.join(missing)} (regenerate the dataset with `mega-rt synth --dataset`)")
+                raise DatasetError(
+                    f"{path}: shard lacks {', '.join(missing)} (regenerate the dataset with `mega-rt synth --dataset`)"
+                )
             if len(arrays["images"]) != entry["samples"]:
                 raise DatasetError(f"{path}: {len(arrays['images'])} samples, {INDEX_FILE} says {entry['samples']}")
             self.shards.append(arrays)

@@ -41,12 +41,16 @@ class HmrAnnotations:
         try:
             data = dict(np.load(self.path, allow_pickle=False))
         except ValueError:
-            raise DatasetError(f"{self.path}: holds Python objects; re-save it with plain arrays (np.savez with str/float arrays)") from None
+            raise DatasetError(
+                f"{self.path}: holds Python objects; re-save it with plain arrays (np.savez with str/float arrays)"
+            ) from None
         self.image_dir = Path(image_dir)
         self.smpl = smpl
         for key in ("imgname", "center", "scale"):
             if key not in data:
-                raise DatasetError(f"{self.path}: missing key {key!r} (expected imgname, center, scale, and pose/shape or root_orient/pose_body/betas)")
+                raise DatasetError(
+                    f"{self.path}: missing key {key!r} (expected imgname, center, scale, and pose/shape or root_orient/pose_body/betas)"
+                )
         self.imgname = data["imgname"].astype(str)
         n = len(self.imgname)
         self.center = data["center"].astype(np.float32).reshape(n, 2)
@@ -60,7 +64,9 @@ class HmrAnnotations:
             pose_key = _first(data, "pose", "pose_cam")
             betas_key = _first(data, "shape", "betas")
             if pose_key is None or betas_key is None:
-                raise DatasetError(f"{self.path}: no SMPL pose/shape (keys pose|pose_cam and shape|betas, or root_orient+pose_body+betas)")
+                raise DatasetError(
+                    f"{self.path}: no SMPL pose/shape (keys pose|pose_cam and shape|betas, or root_orient+pose_body+betas)"
+                )
             self.layout = "spin"
             self.box_size = 200.0 * scale
             poses = data[pose_key].reshape(n, -1)
@@ -71,7 +77,9 @@ class HmrAnnotations:
         self.gender = data["gender"].astype(str) if "gender" in data else np.full(n, "neutral")
         self.keypoints = data[keypoints_key].astype(np.float32) if keypoints_key else None
         self.keypoint_map = SPIN_PART_TO_SMPL if keypoints_key == "part" else None  # SPIN order -> SMPL joints
-        if self.keypoints is not None and (self.keypoints.ndim != 3 or self.keypoints.shape[1] < 24 or self.keypoints.shape[2] != 3):
+        if self.keypoints is not None and (
+            self.keypoints.ndim != 3 or self.keypoints.shape[1] < 24 or self.keypoints.shape[2] != 3
+        ):
             raise DatasetError(f"{self.path}: keypoints {keypoints_key} must be (N,24,3), got {self.keypoints.shape}")
 
     def __len__(self) -> int:
@@ -87,13 +95,17 @@ class HmrAnnotations:
         path = self.image_path(index)
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise DatasetError(f"{path}: image of {self.path.name} row {index} not found or unreadable (check image_dirs)")
+            raise DatasetError(
+                f"{path}: image of {self.path.name} row {index} not found or unreadable (check image_dirs)"
+            )
         return image[..., ::-1]  # BGR -> RGB
 
     def mesh(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Canonical verts (6890,3) and SMPL joints (24,3) of row `index`."""
         verts, joints = self.smpl.canonical(
-            torch.from_numpy(self.body_pose[index : index + 1]), torch.from_numpy(self.betas[index : index + 1]), str(self.gender[index])
+            torch.from_numpy(self.body_pose[index : index + 1]),
+            torch.from_numpy(self.betas[index : index + 1]),
+            str(self.gender[index]),
         )
         return verts[0].numpy(), joints[0].numpy()
 

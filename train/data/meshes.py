@@ -51,7 +51,9 @@ class AmassMeshes:
     def __init__(self, folder: str | Path, smpl: SmplBody, stride: int = 1):
         folder = Path(folder)
         if not folder.is_dir():
-            raise DatasetError(f"{folder}: AMASS/BEDLAM folder not found (set amass_dir to a folder of animation .npz files)")
+            raise DatasetError(
+                f"{folder}: AMASS/BEDLAM folder not found (set amass_dir to a folder of animation .npz files)"
+            )
         poses, betas, genders = [], [], []
         for path in sorted(folder.rglob("*.npz")):
             with np.load(path, allow_pickle=False) as z:
@@ -62,7 +64,9 @@ class AmassMeshes:
                 g = str(z["gender"]) if "gender" in z.files else "neutral"
             poses.append(body_pose_from(p))
             b = np.asarray(b, np.float32)
-            betas.append(np.broadcast_to(b[:10] if b.ndim == 1 else b[:: max(1, stride), :10], (len(p), min(10, b.shape[-1]))))
+            betas.append(
+                np.broadcast_to(b[:10] if b.ndim == 1 else b[:: max(1, stride), :10], (len(p), min(10, b.shape[-1])))
+            )
             genders += [g] * len(p)
         if not poses:
             raise DatasetError(f"{folder}: no animation .npz with a 'poses' array found")

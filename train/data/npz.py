@@ -32,7 +32,9 @@ def open_npz(path: str | Path) -> dict[str, np.ndarray]:
             name_len, extra_len = fields[-2], fields[-1]
             fh.seek(info.header_offset + _LOCAL_HEADER.size + name_len + extra_len)
             version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(fh)
             if dtype.hasobject:
                 raise ValueError(f"{path}: member {name} holds Python objects; cannot read it safely")

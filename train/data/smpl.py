@@ -33,7 +33,9 @@ def _load_struct(path: Path):
             with open(path, "rb") as fh:
                 data = pickle.load(fh, encoding="latin1")
         except ModuleNotFoundError as e:  # the original SMPL release pickles chumpy arrays
-            raise SmplError(f"{path}: needs the '{e.name}' module to unpickle; use a chumpy-free SMPL file (.npz or cleaned .pkl)") from None
+            raise SmplError(
+                f"{path}: needs the '{e.name}' module to unpickle; use a chumpy-free SMPL file (.npz or cleaned .pkl)"
+            ) from None
     else:
         raise SmplError(f"{path}: an SMPL model must be a .pkl or .npz file (or a folder of SMPL_<GENDER>.pkl)")
     missing = [k for k in SMPL_KEYS if k not in data]
@@ -48,7 +50,9 @@ class SmplBody:
     def __init__(self, model_path: str | Path):
         self.path = Path(model_path)
         if not str(model_path):
-            raise SmplError("this data needs an SMPL model: set smpl_model (a .pkl/.npz file or a folder of SMPL_<GENDER>.pkl)")
+            raise SmplError(
+                "this data needs an SMPL model: set smpl_model (a .pkl/.npz file or a folder of SMPL_<GENDER>.pkl)"
+            )
         if not self.path.exists():
             raise SmplError(f"{self.path}: SMPL model not found (set smpl_model to your SMPL .pkl/.npz file or folder)")
         self._models: dict[str, torch.nn.Module] = {}
@@ -57,7 +61,11 @@ class SmplBody:
         if self.path.is_file():
             return self.path
         name = {"m": "MALE", "male": "MALE", "f": "FEMALE", "female": "FEMALE"}.get(gender.lower(), "NEUTRAL")
-        for candidate in (self.path / f"SMPL_{name}.pkl", self.path / f"SMPL_{name}.npz", self.path / "SMPL_NEUTRAL.pkl"):
+        for candidate in (
+            self.path / f"SMPL_{name}.pkl",
+            self.path / f"SMPL_{name}.npz",
+            self.path / "SMPL_NEUTRAL.pkl",
+        ):
             if candidate.is_file():
                 return candidate
         raise SmplError(f"{self.path}: no SMPL_{name}.pkl (or SMPL_NEUTRAL.pkl) in this folder")
@@ -74,13 +82,19 @@ class SmplBody:
         return self._models[key]
 
     @torch.no_grad()
-    def canonical(self, body_pose: torch.Tensor, betas: torch.Tensor, gender: str = "neutral") -> tuple[torch.Tensor, torch.Tensor]:
+    def canonical(
+        self, body_pose: torch.Tensor, betas: torch.Tensor, gender: str = "neutral"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """body_pose (B,69) axis-angle, betas (B,K) -> verts (B,6890,3), joints (B,24,3), both minus the
         vertex mean (MEGA's canonical frame: no global rotation, centred)."""
         model = self.model(gender)
         k = model.num_betas
         betas = betas.float()
-        betas = betas[:, :k] if betas.shape[1] >= k else torch.cat([betas, betas.new_zeros(len(betas), k - betas.shape[1])], 1)
+        betas = (
+            betas[:, :k]
+            if betas.shape[1] >= k
+            else torch.cat([betas, betas.new_zeros(len(betas), k - betas.shape[1])], 1)
+        )
         out = model(
             betas=betas,
             body_pose=body_pose.float(),

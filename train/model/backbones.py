@@ -70,6 +70,7 @@ def check_backbone_matches_config(cfg: MegaConfig, backbone: Backbone) -> None:
         )
     if problems:
         raise ConfigError(
-            f"config {cfg.name!r} ({cfg.backbone}): " + "; ".join(problems)
+            f"config {cfg.name!r} ({cfg.backbone}): "
+            + "; ".join(problems)
             + f". Set cond_dim: {backbone.channels} and cond_length: {h * w}, or change the input size."
         )

@@ -157,9 +157,7 @@ class HRNet(nn.Module):
         self.conv2 = nn.Conv2d(64, 64, 3, stride=2, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(64, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(
-            Bottleneck(64, 64), Bottleneck(256, 64), Bottleneck(256, 64), Bottleneck(256, 64)
-        )
+        self.layer1 = nn.Sequential(Bottleneck(64, 64), Bottleneck(256, 64), Bottleneck(256, 64), Bottleneck(256, 64))
 
         prev = [256]
         for s, (modules, branches) in enumerate(STAGES, start=2):

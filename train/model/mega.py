@@ -183,7 +183,13 @@ class MegaOutput:
 class Mega(nn.Module):
     """The full network. `with_encoder=False` builds the deterministic (decoder-only) model."""
 
-    def __init__(self, cfg: MegaConfig, with_encoder: bool = True, backbone: nn.Module | None = None, decoder: nn.Module | None = None):
+    def __init__(
+        self,
+        cfg: MegaConfig,
+        with_encoder: bool = True,
+        backbone: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+    ):
         super().__init__()
         from train.model.backbones import build_backbone
 
@@ -293,8 +299,12 @@ class PretrainModel(nn.Module):
         cls, feats = self.encoder(tokens, visible)
         return self.decoder(self.decoder.slots(cls, feats, visible))[0]
 
-    def generate(self, batch: int, steps: int = 5, temperature: float = 1.0, generator=None, noise=None, counts=None, device=None):
-        return _sample_tokens(self.cfg, lambda tok, vis: self(tok, vis), batch, steps, temperature, generator, noise, counts, device)
+    def generate(
+        self, batch: int, steps: int = 5, temperature: float = 1.0, generator=None, noise=None, counts=None, device=None
+    ):
+        return _sample_tokens(
+            self.cfg, lambda tok, vis: self(tok, vis), batch, steps, temperature, generator, noise, counts, device
+        )
 
 
 def _sample_tokens(cfg: MegaConfig, logits_fn, batch, steps, temperature, generator, noise, counts, device):

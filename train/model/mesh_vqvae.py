@@ -103,9 +103,7 @@ class MeshConvNet(nn.Module):
                     raise ValueError(f"layer {l}: pooling layers must keep the channel count ({in_ch} -> {out_ch})")
                 kind = "pool" if out_points != in_points else "identity"
                 if kind == "pool":
-                    self.register_parameter(
-                        f"p_neighbors{l}", nn.Parameter(torch.randn(out_points, max_nbr) / avg_nbr)
-                    )
+                    self.register_parameter(f"p_neighbors{l}", nn.Parameter(torch.randn(out_points, max_nbr) / avg_nbr))
             else:
                 raise ValueError(f"layer {l}: residual_rate must be 0 (conv) or 1 (pool), got {rate}")
             # Flat neighbour ids in the order the layer gathers: point-major for conv, slot-major for pool.
@@ -116,8 +114,16 @@ class MeshConvNet(nn.Module):
             gather_first = out_points * max_nbr * in_ch + out_points * basis * in_ch
             basis_first = in_points * basis * out_ch + out_points * max_nbr * basis * out_ch
             self.specs.append(
-                dict(kind=kind, in_points=in_points, out_points=out_points, max_nbr=max_nbr, in_ch=in_ch,
-                     out_ch=out_ch, basis=basis, basis_first=kind == "conv" and basis_first < gather_first)
+                dict(
+                    kind=kind,
+                    in_points=in_points,
+                    out_points=out_points,
+                    max_nbr=max_nbr,
+                    in_ch=in_ch,
+                    out_ch=out_ch,
+                    basis=basis,
+                    basis_first=kind == "conv" and basis_first < gather_first,
+                )
             )
             in_points, in_ch = out_points, out_ch
         peak_floats = max(
@@ -417,7 +423,7 @@ class MeshVQVAE(nn.Module):
                 raise StateDictError(f"{k}: shape {list(sd[k].shape)} in checkpoint, expected {list(v.shape)}")
         for k in own:
             if k.startswith("encoder.model."):
-                twin = "decoder.model." + k[len("encoder.model."):]
+                twin = "decoder.model." + k[len("encoder.model.") :]
                 if not torch.equal(sd[k], sd[twin]):
                     raise StateDictError(f"{k} and {twin} differ; the official model shares them")
         self.load_state_dict(sd, strict=True)
@@ -437,5 +443,5 @@ def official_state_dict(source) -> dict[str, torch.Tensor]:
         raise StateDictError(f"checkpoint entry {bad[0]} is not a tensor (expected a state dict)")
     keys = list(source)
     if keys and all(k.startswith("module.") for k in keys):
-        return {k[len("module."):]: v for k, v in source.items()}
+        return {k[len("module.") :]: v for k, v in source.items()}
     return dict(source)

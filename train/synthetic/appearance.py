@@ -62,7 +62,11 @@ def sample_background_style(rng: np.random.Generator, rig: CameraRig) -> Backgro
     def jitter(c, amount=0.06):
         return tuple(float(np.clip(v + rng.uniform(-amount, amount), 0, 1)) for v in c)
 
-    sky = [((0.78, 0.86, 0.95), (0.35, 0.55, 0.85)), ((0.85, 0.85, 0.86), (0.62, 0.65, 0.70)), ((0.98, 0.82, 0.65), (0.45, 0.50, 0.72))]
+    sky = [
+        ((0.78, 0.86, 0.95), (0.35, 0.55, 0.85)),
+        ((0.85, 0.85, 0.86), (0.62, 0.65, 0.70)),
+        ((0.98, 0.82, 0.65), (0.45, 0.50, 0.72)),
+    ]
     horizon, zenith = sky[rng.integers(len(sky))]
     kind = ("tiles", "asphalt", "grass")[rng.integers(3)]
     ground = {"tiles": (0.62, 0.58, 0.54), "asphalt": (0.36, 0.36, 0.38), "grass": (0.30, 0.48, 0.22)}[kind]
@@ -152,14 +156,30 @@ def render_background(rig: CameraRig, style: BackgroundStyle, rng: np.random.Gen
 
 
 _SKIN = np.array(
-    [[0.98, 0.84, 0.73], [0.92, 0.74, 0.60], [0.80, 0.60, 0.45], [0.63, 0.45, 0.33], [0.45, 0.31, 0.22], [0.33, 0.22, 0.16]],
+    [
+        [0.98, 0.84, 0.73],
+        [0.92, 0.74, 0.60],
+        [0.80, 0.60, 0.45],
+        [0.63, 0.45, 0.33],
+        [0.45, 0.31, 0.22],
+        [0.33, 0.22, 0.16],
+    ],
     np.float32,
 )
 _HAIR = np.array(
-    [[0.06, 0.05, 0.05], [0.20, 0.12, 0.07], [0.40, 0.26, 0.13], [0.80, 0.65, 0.40], [0.60, 0.60, 0.60], [0.55, 0.22, 0.10]],
+    [
+        [0.06, 0.05, 0.05],
+        [0.20, 0.12, 0.07],
+        [0.40, 0.26, 0.13],
+        [0.80, 0.65, 0.40],
+        [0.60, 0.60, 0.60],
+        [0.55, 0.22, 0.10],
+    ],
     np.float32,
 )
-_PANTS = np.array([[0.15, 0.22, 0.40], [0.08, 0.08, 0.09], [0.62, 0.55, 0.40], [0.35, 0.35, 0.37], [0.30, 0.20, 0.15]], np.float32)
+_PANTS = np.array(
+    [[0.15, 0.22, 0.40], [0.08, 0.08, 0.09], [0.62, 0.55, 0.40], [0.35, 0.35, 0.37], [0.30, 0.20, 0.15]], np.float32
+)
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -189,7 +209,9 @@ def clothing_colors(body: SyntheticBody, rng: np.random.Generator) -> np.ndarray
     hair = _HAIR[rng.integers(len(_HAIR))]
     colours = np.empty((len(part), 3), np.float32)
     colours[:] = skin
-    torso = [idx[n] for n in ("spine1", "spine2", "spine3", "left_collar", "right_collar", "left_shoulder", "right_shoulder")]
+    torso = [
+        idx[n] for n in ("spine1", "spine2", "spine3", "left_collar", "right_collar", "left_shoulder", "right_shoulder")
+    ]
     is_shirt = np.isin(part, torso)
     colours[is_shirt] = shirt
     if rng.random() < 0.6:  # long sleeves

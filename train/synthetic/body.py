@@ -166,7 +166,9 @@ def _neighbour_mean_operator(edges: np.ndarray, num_verts: int) -> torch.Tensor:
     cols = np.concatenate([j, np.arange(num_verts)])
     vals = np.concatenate([vals, np.full(num_verts, 0.5)])
     index = torch.from_numpy(np.stack([rows, cols]))
-    return torch.sparse_coo_tensor(index, torch.from_numpy(vals), (num_verts, num_verts), check_invariants=True).coalesce()
+    return torch.sparse_coo_tensor(
+        index, torch.from_numpy(vals), (num_verts, num_verts), check_invariants=True
+    ).coalesce()
 
 
 def _joint_centres(verts: np.ndarray, edges: np.ndarray, member: np.ndarray) -> np.ndarray:
@@ -376,7 +378,9 @@ class SyntheticBody(torch.nn.Module):
         root = j[:, :1]
         return v + (stature - 1) * (v - root), j + (stature - 1) * (j - root)
 
-    def pose(self, body_pose: torch.Tensor, global_orient: torch.Tensor, shape: torch.Tensor | None = None) -> PosedBody:
+    def pose(
+        self, body_pose: torch.Tensor, global_orient: torch.Tensor, shape: torch.Tensor | None = None
+    ) -> PosedBody:
         """body_pose (B,23,3) and global_orient (B,3) axis-angle, shape (B,NUM_SHAPE) or None.
 
         Global orientation rotates about the pelvis joint (as SMPL); no translation is applied.

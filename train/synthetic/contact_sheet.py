@@ -44,9 +44,13 @@ def pose_tiles(body, renderer, seed: int) -> list[np.ndarray]:
         focal = 600.0
         depth = focal * max((hi[1] - lo[1]) / (0.85 * TILE_H), (hi[0] - lo[0]) / (0.85 * TILE_W)) + (hi[2] - lo[2]) / 2
         verts = verts - (lo + hi) / 2 + np.array([0.0, 0.0, depth])
-        gradient = np.linspace(235, 180, TILE_H, dtype=np.float32)[:, None, None] * np.array([0.93, 0.96, 1.0], np.float32)
+        gradient = np.linspace(235, 180, TILE_H, dtype=np.float32)[:, None, None] * np.array(
+            [0.93, 0.96, 1.0], np.float32
+        )
         background = np.broadcast_to(gradient, (TILE_H, TILE_W, 3)).astype(np.uint8)
-        res = renderer.render(verts[None], Camera.centred(TILE_W, TILE_H, focal), clothing_colors(body, rng)[None], background)
+        res = renderer.render(
+            verts[None], Camera.centred(TILE_W, TILE_H, focal), clothing_colors(body, rng)[None], background
+        )
         tile = np.ascontiguousarray(res.image)
         cv2.putText(tile, kind, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (40, 40, 40), 1, cv2.LINE_AA)
         tiles.append(tile)
@@ -68,7 +72,9 @@ def scene_frame(body, seed: int) -> np.ndarray:
     for box, vis in zip(truth.boxes_xyxy[0], visibility):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         cv2.rectangle(frame, (x0, y0), (x1, y1), (255, 60, 60), 2)
-        cv2.putText(frame, f"vis {vis:.2f}", (x0, max(y0 - 6, 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 60, 60), 2, cv2.LINE_AA)
+        cv2.putText(
+            frame, f"vis {vis:.2f}", (x0, max(y0 - 6, 14)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 60, 60), 2, cv2.LINE_AA
+        )
     return frame
 
 
@@ -84,7 +90,9 @@ def contact_sheet(seed: int = 0) -> np.ndarray:
         tiles = pose_tiles(body, renderer, seed)
     grid = np.concatenate([np.concatenate(tiles[r * 4 : r * 4 + 4], 1) for r in range(4)], 0)
     frame = scene_frame(body, seed)
-    frame = cv2.resize(frame, (grid.shape[1], round(frame.shape[0] * grid.shape[1] / frame.shape[1])), interpolation=cv2.INTER_AREA)
+    frame = cv2.resize(
+        frame, (grid.shape[1], round(frame.shape[0] * grid.shape[1] / frame.shape[1])), interpolation=cv2.INTER_AREA
+    )
     return np.concatenate([grid, frame], 0)
 
 

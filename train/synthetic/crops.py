@@ -80,7 +80,10 @@ def _sample_crop(cfg: CropDatasetConfig, body, renderer, rng: np.random.Generato
     pos = np.zeros((people, 2))
     pos[0] = (rng.uniform(-1, 1) * rig.half_width_at(z), z)
     if people == 2:  # an occluder beside the person, nearer or farther
-        pos[1] = (pos[0, 0] + rng.choice([-1, 1]) * rng.uniform(0.3, 0.9), z + rng.choice([-1, 1]) * rng.uniform(1.0, 3.0))
+        pos[1] = (
+            pos[0, 0] + rng.choice([-1, 1]) * rng.uniform(0.3, 0.9),
+            z + rng.choice([-1, 1]) * rng.uniform(1.0, 3.0),
+        )
     truth = pose_people(body_pose, orient, shape, pos, rig, body)
 
     uv = project_points(truth.verts_cam[0], rig.camera)
@@ -114,7 +117,9 @@ def _check_shard(samples: int):
     def verify(path: Path) -> None:
         with np.load(path) as z:
             if sorted(z.files) != sorted(SHARD_ARRAYS) or len(z["box_size"]) != samples:
-                raise OSError(f"{path}: holds {sorted(z.files)}, expected the {samples} samples of {sorted(SHARD_ARRAYS)}")
+                raise OSError(
+                    f"{path}: holds {sorted(z.files)}, expected the {samples} samples of {sorted(SHARD_ARRAYS)}"
+                )
 
     return verify
 

@@ -46,7 +46,9 @@ class DetectionDatasetConfig:
             raise ValueError("max_people must be at least 1")
 
 
-def yolo_label_lines(boxes_xyxy: np.ndarray, visibility: np.ndarray, image_wh: tuple[int, int], min_visibility: float, min_box_px: float) -> list[str]:
+def yolo_label_lines(
+    boxes_xyxy: np.ndarray, visibility: np.ndarray, image_wh: tuple[int, int], min_visibility: float, min_box_px: float
+) -> list[str]:
     """Boxes (K,4) in pixels -> YOLO lines `0 cx cy w h` (normalised) of the people worth detecting."""
     w, h = image_wh
     lines = []
@@ -81,13 +83,17 @@ def write_detection_dataset(out_dir: str | os.PathLike, cfg: DetectionDatasetCon
             for i in range(n):
                 seed = _scene_seed(cfg.seed, split, i)
                 people = 1 + int(np.random.default_rng(seed).integers(cfg.max_people))
-                plan = plan_scene(SceneConfig(width=w, height=h, frames=1, people=people, seed=seed, msaa=cfg.msaa), body)
+                plan = plan_scene(
+                    SceneConfig(width=w, height=h, frames=1, people=people, seed=seed, msaa=cfg.msaa), body
+                )
                 truth = pose_frames(plan, body)
                 image, visibility = next(render_scene(plan, truth, renderer))
                 lines = yolo_label_lines(truth.boxes_xyxy[0], visibility, (w, h), cfg.min_visibility, cfg.min_box_px)
                 stem = f"{i:06d}"
                 with atomic_write(out_dir / "images" / split / f"{stem}.jpg") as tmp:
-                    if not cv2.imwrite(str(tmp), np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92]):
+                    if not cv2.imwrite(
+                        str(tmp), np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 92]
+                    ):
                         raise OSError(f"{tmp}: cannot write the image")
                 write_text_atomic(out_dir / "labels" / split / f"{stem}.txt", "".join(line + "\n" for line in lines))
                 counts[split] += 1

@@ -88,7 +88,9 @@ def walking_pose(phase: torch.Tensor, style: GaitStyle = GaitStyle()) -> torch.T
         swing = torch.clamp(torch.cos(ph), min=0.0)  # leg moving forward
         # hips flex more than they extend (about +30 / -12 degrees in a normal gait)
         pose[:, _J[side + "hip"], 0] = -style.hip * rad * (0.3 + 0.7 * forward)
-        pose[:, _J[side + "knee"], 0] = rad * (5 + style.knee * swing**1.5 + 8 * torch.clamp(-torch.cos(ph + 0.6), min=0) ** 4)
+        pose[:, _J[side + "knee"], 0] = rad * (
+            5 + style.knee * swing**1.5 + 8 * torch.clamp(-torch.cos(ph + 0.6), min=0) ** 4
+        )
         pose[:, _J[side + "ankle"], 0] = rad * (10 * torch.sin(ph - 1.2))
         # the arm swings with the opposite leg
         pose[:, _J[side + "shoulder"], 0] = style.arm * rad * forward
@@ -154,7 +156,12 @@ def sitting_poses(n: int, gen: torch.Generator) -> torch.Tensor:
     return pose
 
 
-_ARCHETYPES = {"standing": standing_poses, "walking": walking_poses, "reaching": reaching_poses, "sitting": sitting_poses}
+_ARCHETYPES = {
+    "standing": standing_poses,
+    "walking": walking_poses,
+    "reaching": reaching_poses,
+    "sitting": sitting_poses,
+}
 
 
 def sample_poses(

@@ -98,7 +98,11 @@ def plan_scene(cfg: SceneConfig, body: SyntheticBody) -> ScenePlan:
             position[:, k] = (rng.uniform(-1, 1) * rig.half_width_at(z, 0.8), z)
             t = np.arange(f_) / cfg.fps
             # mostly facing the camera (yaw pi), turning slowly
-            yaw = math.pi + rng.uniform(-1.2, 1.2) + 0.5 * np.sin(2 * math.pi * t / rng.uniform(6, 12) + rng.uniform(0, 6.3))
+            yaw = (
+                math.pi
+                + rng.uniform(-1.2, 1.2)
+                + 0.5 * np.sin(2 * math.pi * t / rng.uniform(6, 12) + rng.uniform(0, 6.3))
+            )
             kinds = ("sitting",) if rng.random() < 0.15 else ("standing", "standing", "reaching")
             body_pose[:, k] = gesture_sequence(f_, gen, kinds, frames_per_key=int(rng.integers(20, 45)))
         global_orient[:, k, 1] = torch.as_tensor(yaw, dtype=torch.float32)
