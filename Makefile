@@ -23,6 +23,7 @@ setup: $(STAMP)
 DEMO_WEIGHTS := $(if $(wildcard train/demo_weights/*.pt),,--random-weights)
 demo: $(STAMP)
 	mkdir -p out
+	test -f "$(MEGA_RT_ASSETS)/meshconv/_pool0.npy" || $(BIN)/mega-rt fetch   # first run without ../shared: the public assets into the cache
 	$(BIN)/mega-rt info
 	$(BIN)/mega-rt synth out/demo_clip.mp4 --people 2 --frames 40 --seed 0
 	$(BIN)/mega-rt video out/demo_clip.mp4 --boxes out/demo_clip.npz --out out/demo_overlay.mp4 --results out/demo_results.npz --no-progress $(DEMO_WEIGHTS)
