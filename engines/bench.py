@@ -30,7 +30,7 @@ class BenchResult:
         )
 
 
-def _time(fn, repeats: int, warmup: int, device) -> list[float]:
+def time_calls(fn, repeats: int, warmup: int, device) -> list[float]:
     import torch
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -46,7 +46,7 @@ def _time(fn, repeats: int, warmup: int, device) -> list[float]:
     return times
 
 
-def _result(name, batch, times, items, **extra) -> BenchResult:
+def bench_result(name, batch, times, items, **extra) -> BenchResult:
     ms = statistics.median(times)
     return BenchResult(name, batch, ms, ms / items, 1000.0 * items / ms, len(times), extra)
 
@@ -97,15 +97,20 @@ def bench_model(
                 with autocast():
                     return oneshot(images)
 
-            r = _result("deterministic (MEGA)", b, _time(run_oneshot, repeats, warmup, dev), b, precision=precision)
+            r = bench_result(
+                "deterministic (MEGA)", b, time_calls(run_oneshot, repeats, warmup, dev), b, precision=precision
+            )
             progress(r.line())
             results.append(r)
             # the mesh decoder stays fp32 (its output is the user's mesh in mm)
-            r = _result("mesh-vqvae decode", b, _time(lambda: vq.decode(tokens), repeats, warmup, dev), b)
+            r = bench_result("mesh-vqvae decode", b, time_calls(lambda: vq.decode(tokens), repeats, warmup, dev), b)
             progress(r.line())
             results.append(r)
-            r = _result(
-                "deterministic + decode", b, _time(lambda: vq.decode(run_oneshot().tokens), repeats, warmup, dev), b
+            r = bench_result(
+                "deterministic + decode",
+                b,
+                time_calls(lambda: vq.decode(run_oneshot().tokens), repeats, warmup, dev),
+                b,
             )
             progress(r.line())
             results.append(r)
@@ -119,10 +124,10 @@ def bench_model(
                     out, _ = full.generate(image, samples=samples, steps=steps, generator=gen)
                 return vq.decode(out.tokens)
 
-            r = _result(
+            r = bench_result(
                 f"stochastic Q={samples} T={steps} +decode",
                 1,
-                _time(run, max(2, repeats // 2), warmup, dev),
+                time_calls(run, max(2, repeats // 2), warmup, dev),
                 1,
                 samples=samples,
                 steps=steps,

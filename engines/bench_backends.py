@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from engines.bench import BenchResult, _result, _time
+from engines.bench import BenchResult, bench_result, time_calls
 
 
 def find_or_export(cfg, spec, seed: int = 0, root: Path | None = None, assets_dir=None, progress=print) -> Path:
@@ -126,8 +126,11 @@ def bench_backend(
     with torch.inference_mode():
         for b in batches:
             images = example_inputs("oneshot", b, cfg, device=dev)["images"]
-            r = _result(
-                f"{backend} oneshot graph", b, _time(lambda: oneshot.deterministic(images), repeats, warmup, dev), b
+            r = bench_result(
+                f"{backend} oneshot graph",
+                b,
+                time_calls(lambda: oneshot.deterministic(images), repeats, warmup, dev),
+                b,
             )
             progress(r.line())
             results.append(r)
@@ -143,7 +146,7 @@ def bench_backend(
                 for k, v in t.items():
                     stages[k].append(v)
 
-            total = _time(run, repeats, warmup, dev)
+            total = time_calls(run, repeats, warmup, dev)
             for k in stages:
                 stages[k] = stages[k][warmup:]  # drop the warm-up calls
             for name, times in (
@@ -151,10 +154,10 @@ def bench_backend(
                 (f"step x{runner.steps} (Q={runner.samples})", stages["step"]),
                 (f"mesh decode (Q={runner.samples})", stages["mesh"]),
             ):
-                r = _result(f"{backend} stoch {name}", b, times, b)
+                r = bench_result(f"{backend} stoch {name}", b, times, b)
                 progress(r.line())
                 results.append(r)
-            r = _result(
+            r = bench_result(
                 f"{backend} stochastic total",
                 b,
                 total,

@@ -127,7 +127,7 @@ def _fps(cap) -> float:
     return fps_or_default(cap.get(cv2.CAP_PROP_FPS))
 
 
-def _source_fps(spec: str) -> float:
+def source_fps(spec: str) -> float:
     """Frame rate of a file (opened and closed again); 30 for a camera or URL, not connected to twice
     (live input drops frames when behind anyway, so its nominal rate is only a guess of the tracker's)."""
     from realtime.sources import DEFAULT_FPS, SourceError, open_capture
@@ -144,7 +144,7 @@ def _source_fps(spec: str) -> float:
         cap.release()
 
 
-def _build(kw: dict, fps: float | None = None):
+def build_stages(kw: dict, fps: float | None = None):
     """(detector, regressor, faces, description) from the shared options; one-line errors otherwise.
     `fps`: the input's frame rate, for the tracker (None: the tracker's default)."""
     import torch
@@ -223,7 +223,7 @@ def _build(kw: dict, fps: float | None = None):
     return detector, regressor, faces, what
 
 
-def _run(options, kw, detector, regressor, faces, progress_label: str, no_progress: bool):
+def run_with_progress(options, kw, detector, regressor, faces, progress_label: str, no_progress: bool):
     from tqdm import tqdm
 
     from realtime.pipeline import run_pipeline
@@ -326,7 +326,7 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_p
         fail(str(e))
     if frame_batch < 1:
         fail("--frame-batch must be at least 1")
-    detector, regressor, faces, what = _build(kw, fps)
+    detector, regressor, faces, what = build_stages(kw, fps)
     click.echo(
         f"{input_path} -> {out}, {results}  ({what}, backend {kw['backend']}, {'Q=%d stochastic' % kw['samples'] if kw['samples'] > 1 else 'deterministic'}, detector {getattr(detector, 'name', '?')})"
     )
@@ -334,7 +334,7 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_p
         source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
         max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what},
     )  # fmt: skip
-    _report(_run(options, kw, detector, regressor, faces, "video", no_progress), options)
+    _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress), options)
 
 
 @click.command("stream")
@@ -369,10 +369,10 @@ def stream(camera, show, out, results, no_progress, **kw):
     except SinkError as e:
         fail(str(e))
     is_file = not camera.isdigit() and "://" not in camera
-    detector, regressor, faces, what = _build(kw, _source_fps(camera))
+    detector, regressor, faces, what = build_stages(kw, source_fps(camera))
     options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],
                               max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what})  # fmt: skip
-    summary = _run(options, kw, detector, regressor, faces, "stream", no_progress)
+    summary = run_with_progress(options, kw, detector, regressor, faces, "stream", no_progress)
     _report(summary, options)
 
 
