@@ -241,6 +241,13 @@ def test_no_private_name_is_imported_from_another_module():
     for pkg in ("train", "engines", "realtime", "tests"):
         for p in _py_files(pkg):
             for node in ast.walk(ast.parse(p.read_text())):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("train", "engines", "realtime", "tests"):
-                    bad += [f"{p.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")]
+                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+                    "train",
+                    "engines",
+                    "realtime",
+                    "tests",
+                ):
+                    bad += [
+                        f"{p.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")
+                    ]
     assert not bad, bad
