@@ -237,17 +237,10 @@ def test_no_import_circles():
 
 def test_no_private_name_is_imported_from_another_module():
     """A helper two modules need is public in one of them (or in a module both import), never `_private`."""
+    ours = ("train", "engines", "realtime", "tests")
     bad = []
-    for pkg in ("train", "engines", "realtime", "tests"):
-        for p in _py_files(pkg):
-            for node in ast.walk(ast.parse(p.read_text())):
-                if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
-                    "train",
-                    "engines",
-                    "realtime",
-                    "tests",
-                ):
-                    bad += [
-                        f"{p.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")
-                    ]
+    for p in (f for pkg in ours for f in _py_files(pkg)):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ours:
+                bad += [f"{p.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names if a.name.startswith("_")]
     assert not bad, bad
