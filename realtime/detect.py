@@ -55,8 +55,9 @@ class BoxesDetector:
 
     Two layouts: the ground truth `mega-rt synth` writes (`boxes_xyxy` (F,K,4), optional `visibility`
     (F,K): person k is track k, boxes of people less than `min_visibility` visible are left out), or
-    flat rows (`frame` (M,), `boxes_xyxy` (M,4), optional `track_id` (M,), `score` (M,)), e.g. a
-    results file of `mega-rt video` or another detector's output. Ids in the file are kept as they
+    flat rows (`frame` (M,), `boxes_xyxy` (M,4), optional `track_id` (M,), `score` (M,)), e.g. another
+    detector's output, or a results file of `mega-rt video` (which names the column `box_xyxy`, one row
+    per person and frame), so a run can be repeated on the same boxes. Ids in the file are kept as they
     are; rows without ids (no `track_id`, or all -1) are tracked with ByteTrack at `frame_rate` unless
     `track` is off (then ids stay -1).
     """
@@ -74,8 +75,10 @@ class BoxesDetector:
             raise DetectorError(f"{path}: no such boxes file") from None
         except Exception as e:
             raise DetectorError(f"{path}: not a boxes npz ({e.__class__.__name__}: {e})") from None
+        if "boxes_xyxy" not in data and "box_xyxy" in data and "frame" in data:
+            data["boxes_xyxy"] = data["box_xyxy"]  # a mega-rt results file: its rows are boxes too
         if "boxes_xyxy" not in data:
-            raise DetectorError(f"{path}: has no boxes_xyxy array")
+            raise DetectorError(f"{path}: has no boxes_xyxy array (or frame + box_xyxy rows of a mega-rt results file)")
         boxes = data["boxes_xyxy"].astype(np.float32)
         self.by_frame: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.tracker = None

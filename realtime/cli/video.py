@@ -87,7 +87,7 @@ def model_options(f):
             "--boxes",
             type=click.Path(dir_okay=False),
             default=None,
-            help="Precomputed boxes npz instead of a detector (see README).",
+            help="Precomputed boxes npz instead of a detector: rows frame, boxes_xyxy, optional track_id, score; a mega-rt synth ground truth; or a mega-rt results file.",
         ),
         click.option("--det-conf", type=float, default=0.3, show_default=True, help="Detector confidence threshold."),
         click.option("--det-imgsz", type=int, default=640, show_default=True, help="Detector input size."),
