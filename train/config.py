@@ -198,6 +198,18 @@ def builtin_config(name: str, cls):
     return load_config(CONFIG_DIR / f"{name}.yaml", cls)
 
 
+def parse_size(text: str, min_side: int = 16) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720): the one reader of WxH sizes (configs, recipes and the CLI); a
+    ConfigError naming the text otherwise."""
+    try:
+        w, h = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        w = h = 0
+    if w < min_side or h < min_side:
+        raise ConfigError(f"size {text!r}: expected WxH of at least {min_side} pixels, like 1280x720")
+    return w, h
+
+
 def config_to_dict(cfg) -> dict:
     """Plain JSON/YAML-serialisable dict (tuples become lists)."""
     out = {}

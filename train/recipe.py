@@ -33,6 +33,7 @@ from train.config import (
     config_to_dict,
     load_config,
     load_yaml,
+    parse_size,
 )
 
 STEP_KINDS = ("synth", "train", "eval", "package")
@@ -61,7 +62,7 @@ class SynthStep:
             raise ConfigError(f"crop must be 224x224 or 256x192, got {self.crop!r}")
         if self.samples < 1 or self.people < 1:
             raise ConfigError("samples and people must be at least 1")
-        _size(self.size)
+        parse_size(self.size)
 
     @property
     def output(self) -> str:
@@ -140,16 +141,6 @@ class Recipe:
 
     def step(self, name: str):
         return next(s for s in self.steps if s.name == name)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        w = h = 0
-    if w < 16 or h < 16:
-        raise ConfigError(f"size {text!r}: expected WxH of at least 16 pixels, like 1280x720")
-    return w, h
 
 
 def _config_class(stage: str):
@@ -380,7 +371,7 @@ def _check_dataset(step: SynthStep) -> None:
     import json
 
     index = json.loads((Path(step.out) / "index.json").read_text())
-    w, h = _size(step.size)
+    w, h = parse_size(step.size)
     if step.synth == "crops":
         expected = {
             "samples": step.samples,
@@ -402,7 +393,7 @@ def _check_dataset(step: SynthStep) -> None:
 def _run_synth(step: SynthStep, progress: bool) -> None:
     from tqdm import tqdm
 
-    w, h = _size(step.size)
+    w, h = parse_size(step.size)
     if step.synth == "crops":
         from train.synthetic.scene import CropDatasetConfig, write_crop_dataset
 
@@ -416,8 +407,9 @@ def _run_synth(step: SynthStep, progress: bool) -> None:
             write_detection_dataset,
         )
 
-        cfg = DetectionDatasetConfig(samples=step.samples, val_samples=max(1, step.samples // 10), image_wh=(w, h),
-                                     max_people=step.people, seed=step.seed)  # fmt: skip
+        cfg = DetectionDatasetConfig.with_validation(
+            step.samples, image_wh=(w, h), max_people=step.people, seed=step.seed
+        )
         with tqdm(total=cfg.samples + cfg.val_samples, desc=step.name, unit="img", disable=not progress or None) as bar:
             write_detection_dataset(step.out, cfg, progress=lambda n: bar.update(n - bar.n))
 

@@ -28,14 +28,14 @@ def parse_batches(text: str) -> tuple[int, ...]:
 
 
 def parse_size(text: str, option: str) -> tuple[int, int]:
-    """'1280x720' -> (1280, 720); a one-line UserError otherwise."""
+    """'1280x720' -> (1280, 720); a one-line UserError naming the option otherwise."""
+    from train.config import ConfigError
+    from train.config import parse_size as parse_wh
+
     try:
-        a, b = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        a = b = 0
-    if a < 16 or b < 16:
-        fail(f"{option} {text!r}: expected two sizes of at least 16 pixels, like 1280x720")
-    return a, b
+        return parse_wh(text)
+    except ConfigError as e:
+        fail(f"{option} {str(e).removeprefix('size ')}")  # "--size '12x': expected WxH ..."
 
 
 def mega_config(ref: str):

@@ -80,9 +80,8 @@ def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_di
 
             if samples < 1 or people < 1:
                 fail(f"--samples {samples} --people {people}: both must be at least 1")
-            cfg = DetectionDatasetConfig(
-                samples=samples,
-                val_samples=max(1, samples // 10),
+            cfg = DetectionDatasetConfig.with_validation(
+                samples,
                 image_wh=(width, height),
                 max_people=people,
                 seed=seed,

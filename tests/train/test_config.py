@@ -273,3 +273,12 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     p.write_text("layer_norm_eps: small\n")
     with pytest.raises(ConfigError, match="layer_norm_eps"):
         load_config(p, MegaConfig)
+
+
+def test_sizes_are_read_once_for_configs_recipes_and_the_cli():
+    from train.config import parse_size
+
+    assert parse_size("1280x720") == (1280, 720) and parse_size("641X359") == (641, 359)
+    for bad in ("1280", "8x8", "axb", "1280x720x3", ""):
+        with pytest.raises(ConfigError, match="expected WxH"):
+            parse_size(bad)

@@ -39,6 +39,11 @@ class DetectionDatasetConfig:
     min_box_px: float = 6.0
     msaa: int = 4
 
+    @classmethod
+    def with_validation(cls, samples: int, **kw) -> "DetectionDatasetConfig":
+        """`samples` training images plus a tenth as many validation images (at least one)."""
+        return cls(samples=samples, val_samples=max(1, samples // 10), **kw)
+
     def __post_init__(self):
         if self.samples < 1 or self.val_samples < 1:
             raise ValueError("a detection dataset needs at least one training and one validation image")
