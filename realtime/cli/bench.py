@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from realtime.cli.common import fail, mega_config, parse_batches
-from realtime.cli.video import build_stages, model_options, run_with_progress, source_fps
+from realtime.cli.video import build_stages, model_options, run_with_progress, video_fps
 
 
 @click.group("bench")
@@ -224,7 +224,7 @@ def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
 
     if frame_batch < 1:
         fail("--frame-batch must be at least 1")
-    detector, regressor, faces, what = build_stages(kw, source_fps(input_path))
+    detector, regressor, faces, what = build_stages(kw, video_fps(input_path))
     with tempfile.TemporaryDirectory() as tmp:
         options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),
                                   max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"])  # fmt: skip

@@ -144,6 +144,21 @@ def source_fps(spec: str) -> float:
         cap.release()
 
 
+def video_fps(path: str) -> float:
+    """Frame rate of an input video, checked before any model loads: a file that does not open is a
+    one-line error naming it."""
+    from realtime.sources import SourceError, open_capture
+
+    try:
+        cap, _ = open_capture(path)
+    except SourceError as e:
+        fail(str(e))
+    try:
+        return _fps(cap)
+    finally:
+        cap.release()
+
+
 def build_stages(kw: dict, fps: float | None = None):
     """(detector, regressor, faces, description) from the shared options; one-line errors otherwise.
     `fps`: the input's frame rate, for the tracker (None: the tracker's default)."""
@@ -307,14 +322,8 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_p
 
     from realtime.pipeline import PipelineOptions
     from realtime.sinks import SinkError, check_writable
-    from realtime.sources import SourceError, open_capture
 
-    try:  # bad input before loading any model
-        cap, _ = open_capture(input_path)
-        fps = _fps(cap)
-        cap.release()
-    except SourceError as e:
-        fail(str(e))
+    fps = video_fps(input_path)
     out = out or f"{Path(input_path).stem}_mega.mp4"
     if Path(out).suffix.lower() != ".mp4":
         fail(f"--out {out}: must be an .mp4 file")

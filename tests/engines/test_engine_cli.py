@@ -222,3 +222,9 @@ def test_bench_backend_torch_runs_the_served_models(cache, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "warning: BatchNorm folding / channels_last not applied" in result.output
     assert "torch oneshot graph" in result.output and "precision fp32" in result.output
+
+
+def test_bench_pipeline_names_a_missing_input_before_loading_a_detector(tmp_path):
+    result = _run("bench", "pipeline", str(tmp_path / "nope.mp4"))  # the default detector would need a download
+    assert result.exit_code == 2
+    assert "nope.mp4: no such file" in result.output and "detector" not in result.output
