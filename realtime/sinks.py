@@ -2,7 +2,9 @@
 
 Files are written to a temporary name beside the target and renamed on success, so an existing output
 is never replaced by a broken one; an interrupted run (Ctrl-C, SIGTERM) finalises what it has and
-renames too. An error leaves the temporary files removed and the old outputs untouched.
+renames too. An error (a full disk, a file too large, an I/O error) is one SinkError line naming the
+file; the temporary files are removed and the old outputs stay untouched. The overlay video is
+re-opened and its frames counted before it is renamed (realtime/video_write.py writes it).
 
 Results npz (schema "mega-rt-results/1"), one row per person and frame (M rows):
     frame (M,) int32, track_id (M,) int64 (-1 untracked), box_xyxy (M,4) f32, score (M,) f32,
@@ -14,13 +16,17 @@ Results npz (schema "mega-rt-results/1"), one row per person and frame (M rows):
 The JSONL summary has one line per frame: {"frame", "people": [{"track_id", "box", "score", "cam_t"}]},
 flushed as it goes.
 
-The per-row arrays are not held in memory: every `chunk_rows` rows (256) they are appended to raw
-files in a hidden spill folder beside the target, `.<stem>.<pid>.spill/<key>.bin` (C order, the dtypes
-above), and at close the npz is streamed together from them. A process killed outright (SIGKILL, power
-loss) cannot finalise: the spill folder, the `.partial` files and any old outputs stay as they were.
-The rows of every chunk spilled so far are in the .bin files (the last may be cut short), e.g.
-`np.fromfile(".o.123.spill/verts.bin", np.float16).reshape(-1, 6890, 3)`, and the .partial.jsonl has
-every frame; delete the folder when done. A later run with the same pid (containers reuse them) clears it.
+The per-row arrays are not held in memory: every `chunk_rows` rows (256), and at least every
+`SPILL_EVERY_S` seconds however few rows came, they are appended to raw files in a hidden spill folder
+beside the target, `.<stem>.<pid>.spill/<key>.bin` (C order, the dtypes above), and at close the npz is
+streamed together from them. A process killed outright (SIGKILL, power loss) cannot finalise: the spill
+folder, the `.partial` files and any old outputs stay as they were. The rows of every chunk spilled so
+far are in the .bin files (the last may be cut short), e.g.
+`np.fromfile(".o.123.spill/verts.bin", np.float16).reshape(-1, 6890, 3)`, the .partial.jsonl has every
+frame, and the .partial.mp4 (fragmented) plays up to its last fragment. While a run writes, it holds a
+lock on each of its temporary files; the next run beside the same target lists the unlocked ones (a
+dead run's) and never deletes them, moving one aside when its own temporary name is the same (containers
+reuse pids). Delete them when done.
 """
 
 from __future__ import annotations
@@ -28,14 +34,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
 from realtime.types import FrameResult
-from train.io import atomic_write
+from realtime.video_write import SinkError, VideoWriter, _info, write_failure
+from train.io import atomic_write, temp_path
+
+__all__ = ["SinkError", "Mp4Sink", "ResultsSink", "MeshExportSink", "WindowSink", "check_writable", "spill_path"]
 
 RESULTS_SCHEMA = "mega-rt-results/1"
+SPILL_EVERY_S = 2.0  # a short run killed outright still leaves its rows in the spill folder
 # the per-row arrays, in file order, and their shapes when nobody was seen (vertex_std is then absent)
 ROW_DTYPES = {"frame": np.int32, "track_id": np.int64, "box_xyxy": np.float32, "score": np.float32, "tokens": np.int16, "rotmat": np.float32,
               "cam_crop": np.float32, "cam_t": np.float32, "verts": np.float16, "vertex_std": np.float16}  # fmt: skip
@@ -43,25 +54,99 @@ EMPTY_SHAPES = {"frame": (0,), "track_id": (0,), "box_xyxy": (0, 4), "score": (0
                 "cam_t": (0, 3), "verts": (0, 6890, 3)}  # fmt: skip
 
 
-class SinkError(RuntimeError):
-    """An output cannot be written; one line for the user."""
+def _lock(path: Path) -> int:
+    """Hold an exclusive lock on `path` (file or folder) until the fd is closed: this run is alive."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _held_by_a_live_run(path: Path) -> bool:
+    try:
+        fd = _lock(path)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    _unlock(fd)
+    return False
+
+
+def leftovers(path: Path) -> list[Path]:
+    """Temporary files and spill folders of `path` that no running process holds (a killed run's)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    patterns = [f".{path.stem}.*.partial{path.suffix}"]
+    if path.suffix == ".npz":
+        patterns += [f".{path.stem}.*.partial.jsonl", f".{path.stem}.*.spill"]
+    found = {p for pattern in patterns for p in folder.glob(pattern)}
+    return sorted(p for p in found if not _held_by_a_live_run(p))
+
+
+def note_leftovers(path: Path) -> list[Path]:
+    """List a killed run's leftovers beside `path` in one line; move aside the one this run's own temporary
+    name would overwrite. Returns them (after the move)."""
+    own = {temp_path(path), spill_path(path), temp_path(path.with_suffix(".jsonl"))}
+    found = []
+    for p in leftovers(path):
+        if p in own:
+            n = 1
+            while (aside := p.with_name(p.name.replace(f".{os.getpid()}.", f".{os.getpid()}-killed{n}.", 1))).exists():
+                n += 1
+            try:
+                p.rename(aside)
+                p = aside
+            except OSError as e:
+                raise SinkError(f"{p}: a killed run's file is in the way and cannot be moved ({e.strerror})") from None
+        found.append(p)
+    if found:
+        _info(f"note: a killed run left {', '.join(p.name for p in found)} in {path.parent}: the .partial.mp4 plays up to "
+              "the kill, a .spill folder holds its rows (docs/results-format.md); delete them when done")  # fmt: skip
+    return found
 
 
 class _HeldWrite:
     """A `train.io.atomic_write` held open for a whole run: write to `tmp` (train.io.temp_path, which
-    keeps the suffix OpenCV picks the container from), then `commit()` renames it over the target or
-    `discard()` removes it."""
+    keeps the suffix), then `commit()` renames it over the target or `discard()` removes it. The
+    temporary file is created and locked at once, so the next run knows this one is alive."""
 
     def __init__(self, path: Path):
+        self.path = path
         self._cm = atomic_write(path)
         self.tmp = self._cm.__enter__()
+        self._lock = None
+        try:
+            self.tmp.touch()
+            self._lock = _lock(self.tmp)
+        except OSError as e:
+            self.discard()
+            raise SinkError(write_failure(path, e, "create a temporary file beside it")) from None
 
     def commit(self) -> None:
-        self._cm.__exit__(None, None, None)
+        try:
+            self._cm.__exit__(None, None, None)
+        except OSError as e:
+            raise SinkError(write_failure(self.path, e, "finish")) from None
+        finally:
+            _unlock(self._lock)
 
     def discard(self) -> None:
         err = _Discarded()
         self._cm.__exit__(_Discarded, err, None)  # atomic_write removes the temporary file and re-raises: not here
+        _unlock(self._lock)
 
 
 class _Discarded(Exception):
@@ -85,29 +170,36 @@ def check_writable(path: Path) -> None:
 
 
 class Mp4Sink:
-    def __init__(self, path, fps: float, size_wh: tuple[int, int]):
-        import cv2
+    """The overlay video (H.264, fragmented mp4, the source's size, rate and timestamps)."""
 
+    def __init__(self, path, fps: float, size_wh: tuple[int, int]):
         self.path = Path(path)
         check_writable(self.path)
+        note_leftovers(self.path)
         self._out = _HeldWrite(self.path)
         self.tmp = self._out.tmp
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, tuple(size_wh))
-        if not self.writer.isOpened():
+        try:
+            self.writer = VideoWriter(self.tmp, size_wh, fps, name=self.path)
+        except BaseException:
             self._out.discard()
-            raise SinkError(f"{self.path}: OpenCV cannot write an mp4 here (no mp4v encoder?)")
+            raise
         self.frames = 0
 
     def write(self, r: FrameResult):
-        self.writer.write(np.ascontiguousarray(r.overlay))
+        self.writer.write(r.overlay, r.frame.time_s)
         self.frames += 1
 
     def close(self, ok: bool):
-        self.writer.release()
-        if ok and self.frames > 0:
-            self._out.commit()
-        else:
+        if not (ok and self.frames > 0):
+            self.writer.abort()
             self._out.discard()
+            return
+        try:
+            self.writer.close()  # re-opens the file and counts its frames
+        except BaseException:
+            self._out.discard()
+            raise
+        self._out.commit()
 
 
 class WindowSink:
@@ -144,6 +236,7 @@ class ResultsSink:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
         self.path = Path(path)
         check_writable(self.path)
+        note_leftovers(self.path)
         self.spill_dir = spill_path(self.path)
         self.jsonl_path = self.path.with_suffix(".jsonl")
         self.meta = meta
@@ -155,24 +248,33 @@ class ResultsSink:
         self._buffer: dict[str, list[np.ndarray]] = {k: [] for k in ROW_DTYPES}
         self._spilled: dict[str, tuple[int, tuple[int, ...]]] = {}  # key -> (rows on disk, shape of a row)
         self._closed = False
+        self._last_spill = time.monotonic()
+        self._spill_lock = None
         try:
-            # the pid in the name is reused across container runs: a same-named folder is a dead run's
-            shutil.rmtree(self.spill_dir, ignore_errors=True)
-            self.spill_dir.mkdir()
+            self.spill_dir.mkdir()  # note_leftovers moved a dead run's folder of this name aside
+            self._spill_lock = _lock(self.spill_dir)
             self._jsonl_out = _HeldWrite(self.jsonl_path)
             self.jsonl = open(self._jsonl_out.tmp, "w")
-        except OSError as e:
+        except (OSError, SinkError) as e:
+            _unlock(self._spill_lock)
             shutil.rmtree(self.spill_dir, ignore_errors=True)
-            raise SinkError(f"{self.path}: cannot create temporary files ({e.strerror})") from None
+            if isinstance(e, SinkError):
+                raise
+            raise SinkError(write_failure(self.path, e, "create temporary files beside it")) from None
 
     def write(self, r: FrameResult):
         k = r.boxes_xyxy.shape[0]
         self.frames += 1
-        self.jsonl.write(json.dumps({"frame": r.frame.index, "people": [
-            {"track_id": int(r.track_ids[i]), "box": [round(float(v), 1) for v in r.boxes_xyxy[i]], "score": round(float(r.scores[i]), 3),
-             "cam_t": [round(float(v), 4) for v in r.cam_t_full[i]]} for i in range(k)]}) + "\n")  # fmt: skip
-        self.jsonl.flush()
+        try:
+            self.jsonl.write(json.dumps({"frame": r.frame.index, "people": [
+                {"track_id": int(r.track_ids[i]), "box": [round(float(v), 1) for v in r.boxes_xyxy[i]], "score": round(float(r.scores[i]), 3),
+                 "cam_t": [round(float(v), 4) for v in r.cam_t_full[i]]} for i in range(k)]}) + "\n")  # fmt: skip
+            self.jsonl.flush()
+        except OSError as e:
+            raise SinkError(write_failure(self.jsonl_path, e)) from None
         if k == 0:
+            if self.buffered_rows and time.monotonic() - self._last_spill > SPILL_EVERY_S:
+                self._spill()
             return
         columns = _row_columns(r)
         start = 0
@@ -185,12 +287,18 @@ class ResultsSink:
             start += take
             if self.buffered_rows >= self.chunk_rows:
                 self._spill()
+        if self.buffered_rows and time.monotonic() - self._last_spill > SPILL_EVERY_S:
+            self._spill()
 
     def close(self, ok: bool, final_meta: dict | None = None):
         if self._closed:
             return
         self._closed = True
-        self.jsonl.close()
+        try:
+            self.jsonl.close()
+        except OSError as e:
+            self._discard()
+            raise SinkError(write_failure(self.jsonl_path, e)) from None
         if not ok:
             self._discard()
             return
@@ -201,14 +309,16 @@ class ResultsSink:
             self._jsonl_out.commit()
         except OSError as e:
             self._discard()
-            raise SinkError(f"{self.path}: cannot write the results ({e.strerror or e})") from None
+            raise SinkError(write_failure(self.path, e, "write the results")) from None
         except BaseException:
             self._discard()
             raise
+        _unlock(self._spill_lock)
         shutil.rmtree(self.spill_dir, ignore_errors=True)
 
     def _spill(self):
         """Append the buffered rows to one raw file per key; the OS has them once this returns."""
+        self._last_spill = time.monotonic()
         if self.buffered_rows == 0:
             return
         try:
@@ -227,7 +337,7 @@ class ResultsSink:
                 self._spilled[key] = (rows, row_shape)
                 parts.clear()
         except OSError as e:
-            raise SinkError(f"{self.spill_dir}: cannot spill results ({e.strerror})") from None
+            raise SinkError(write_failure(self.spill_dir, e, "spill results")) from None
         self.buffered_rows = 0
         counts = {n for n, _ in self._spilled.values()}
         if len(counts) > 1:  # e.g. vertex_std on some rows only: the arrays would not line up
@@ -251,6 +361,7 @@ class ResultsSink:
 
     def _discard(self):
         self._jsonl_out.discard()
+        _unlock(self._spill_lock)
         shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
@@ -303,10 +414,17 @@ class MeshExportSink:
         for i in range(r.verts_cam.shape[0]):
             tid = int(r.track_ids[i])
             d = self.folder / (f"track_{tid:04d}" if tid >= 0 else "untracked")
-            d.mkdir(exist_ok=True)
+            try:
+                d.mkdir(exist_ok=True)
+            except OSError as e:
+                raise SinkError(write_failure(d, e, "create the folder")) from None
             name = f"frame_{r.frame.index:06d}" + (f"_{i}" if tid < 0 else "")
             std = r.vertex_std[i] if r.vertex_std is not None else None
-            (write_ply if self.fmt == "ply" else write_obj)(d / f"{name}.{self.fmt}", r.verts_cam[i], self.faces, std)
+            target = d / f"{name}.{self.fmt}"
+            try:
+                (write_ply if self.fmt == "ply" else write_obj)(target, r.verts_cam[i], self.faces, std)
+            except OSError as e:  # atomic_write removed the partial file; the meshes before it are whole
+                raise SinkError(write_failure(target, e)) from None
             self.files += 1
 
     def close(self, ok: bool):

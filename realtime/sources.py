@@ -1,10 +1,11 @@
-"""Frame sources: a reader thread that decodes into a bounded queue.
+"""Frame sources: a reader thread that decodes into a bounded queue (realtime/video_read.py decodes).
 
 File mode reads ahead (the queue fills, the reader blocks: nothing is dropped). Live mode (a camera, a
 URL, or a file played at its own rate) keeps only the newest frames: when the consumer is behind,
-the oldest queued frame is dropped and counted, so latency never grows with a queue. Frames OpenCV
-cannot decode are skipped and counted; a run of `max_bad` failures in a row ends the stream (a
-truncated file).
+the oldest queued frame is dropped and counted, so latency never grows with a queue. Every source
+frame becomes one Frame with its source timestamp; one the decoder rejects is a stand-in (the last good
+image), counted in `skipped`, so the outputs stay frame for frame in step with the input. A run of
+`max_bad` stand-ins in a row ends the stream (a file cut short, a broken stream).
 """
 
 from __future__ import annotations
@@ -12,51 +13,20 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from pathlib import Path
-
-import numpy as np
 
 from realtime.types import Frame
+from realtime.video_read import DEFAULT_FPS, SourceError, fps_or_default, open_reader
 
-
-class SourceError(RuntimeError):
-    """The input cannot be opened or is not a video; one line for the user."""
-
+__all__ = ["DEFAULT_FPS", "SourceError", "VideoSource", "fps_or_default"]
 
 _END = object()
-DEFAULT_FPS = 30.0
-
-
-def fps_or_default(fps: float | None, default: float = DEFAULT_FPS) -> float:
-    """A reported frame rate, or `default` where it is missing or implausible (OpenCV reports 0, NaN or
-    thousands for streams and some containers)."""
-    return float(fps) if fps and 0 < fps < 1000 else default
-
-
-def open_capture(spec: str):
-    """cv2.VideoCapture for a file path, a camera index ("0") or a URL; SourceError if it does not open."""
-    import cv2
-
-    if spec.isdigit():
-        cap = cv2.VideoCapture(int(spec))
-        if not cap.isOpened():
-            raise SourceError(f"camera {spec}: cannot be opened (no such camera, or it is busy)")
-        return cap, True
-    is_url = "://" in spec
-    if not is_url:
-        path = Path(spec)
-        if not path.exists():
-            raise SourceError(f"{spec}: no such file")
-        if path.is_dir():
-            raise SourceError(f"{spec}: is a folder, not a video")
-    cap = cv2.VideoCapture(spec)
-    if not cap.isOpened():
-        raise SourceError(f"{spec}: not a video OpenCV can read")
-    return cap, is_url
 
 
 class VideoSource:
-    """Open at construction (errors early, in the caller's thread); `start()` launches the reader."""
+    """Open at construction (errors early, in the caller's thread); `start()` launches the reader.
+
+    `decode`: "cpu", or "nvdec" (FFmpeg's CUDA decoder where the build and the machine have it; streams it
+    cannot take fall back to the CPU decoder)."""
 
     def __init__(
         self,
@@ -66,31 +36,40 @@ class VideoSource:
         read_ahead: int = 16,
         max_frames: int | None = None,
         max_bad: int = 50,
+        decode: str = "cpu",
     ):
-        import cv2
-
         self.spec = str(spec)
-        self.cap, is_stream = open_capture(self.spec)
-        self.live = live or is_stream
+        self.reader = open_reader(self.spec, decode)
+        self.live = live or self.reader.live
         self.pace = pace  # play a file at its own frame rate (stream mode on a file)
-        self.fps = fps_or_default(self.cap.get(cv2.CAP_PROP_FPS))
-        self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.fps = self.reader.fps
+        self.rate = self.reader.rate  # exact (a Fraction) where the container says; None otherwise
+        self.frame_count = self.reader.frame_count
         self.max_frames = max_frames
         self.max_bad = max_bad
-        # the first frame decides the size; a file without one is not a video
-        ok, first = self.cap.read()
-        if not ok or first is None or first.ndim != 3:
-            self.cap.release()
+        self._frames = self.reader.frames()
+        # the first frame decides the size; an input without one is not a video
+        try:
+            first = next(self._frames, None)
+        except Exception as e:  # noqa: BLE001 - a decoder or network error, in one line
+            self.reader.close()
+            raise SourceError(f"{self.spec}: cannot read the first frame ({e})") from None
+        if first is None or first.stand_in:
+            self.reader.close()
             raise SourceError(f"{self.spec}: no decodable frame (not a video, or empty)")
-        self.height, self.width = first.shape[:2]
+        self.height, self.width = first.image_bgr.shape[:2]
         self._first = first
         self.queue: queue.Queue = queue.Queue(maxsize=1 if self.live else read_ahead)
-        self.skipped = 0  # undecodable frames
         self.dropped = 0  # live mode: frames dropped because the pipeline was behind
         self.read = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+
+    @property
+    def skipped(self) -> int:
+        """Source frames that could not be decoded (each was passed on as a stand-in)."""
+        return self.reader.skipped
 
     def start(self) -> "VideoSource":
         self._thread = threading.Thread(target=self._run, name="source", daemon=True)
@@ -107,7 +86,7 @@ class VideoSource:
                 except queue.Empty:
                     pass
                 self._thread.join(timeout=0.05)
-        self.cap.release()
+        self.reader.close()
 
     def __iter__(self):
         """Frames until the end of the input (or stop()); raises the reader's error, if any."""
@@ -145,32 +124,33 @@ class VideoSource:
                 except queue.Empty:
                     pass
 
+    def _frames_from_first(self):
+        yield self._first
+        yield from self._frames
+
     def _run(self):
+        import av
+
         try:
-            index, bad, image = 0, 0, self._first
+            bad = 0
             t_start = time.perf_counter()
-            while not self._stop.is_set():
-                if self.max_frames is not None and self.read >= self.max_frames:
+            for index, decoded in enumerate(self._frames_from_first()):
+                if self._stop.is_set() or (self.max_frames is not None and self.read >= self.max_frames):
                     break
-                if image is not None and image.shape == (self.height, self.width, 3) and image.dtype == np.uint8:
-                    if self.pace:
-                        wait = t_start + index / self.fps - time.perf_counter()
-                        if wait > 0:
-                            time.sleep(wait)
-                    self._put(Frame(index, image, time.perf_counter()))
-                    self.read += 1
-                    bad = 0
-                elif image is not None or index < self.frame_count:
-                    self.skipped += 1
-                    bad += 1
-                    if bad >= self.max_bad:
-                        break
-                index += 1
-                ok, image = self.cap.read()
-                if not ok:
-                    image = None
-                    if not (self.frame_count and index < self.frame_count) or self.live:
-                        break  # the end (or a stream that stopped)
+                bad = bad + 1 if decoded.stand_in else 0
+                if bad >= self.max_bad:
+                    break
+                if self.pace:
+                    at = decoded.time_s if decoded.time_s is not None else index / self.fps
+                    wait = t_start + at - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                image = decoded.image_bgr
+                self._put(Frame(index, image, time.perf_counter(), decoded.time_s, decoded.stand_in))
+                self.read += 1
+        except av.error.FFmpegError as e:  # a stream that broke off: the frames so far stand
+            if not self.live:
+                self.error = SourceError(f"{self.spec}: reading stopped ({e.strerror or e})")
         except BaseException as e:  # handed to the consumer
             self.error = e
         finally:

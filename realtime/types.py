@@ -19,9 +19,11 @@ import torch
 
 @dataclass(frozen=True)
 class Frame:
-    index: int  # position in the source (frames skipped as corrupt keep their numbers)
-    image_bgr: np.ndarray  # (H,W,3) uint8, as OpenCV decodes it
+    index: int  # position in the source: every source frame has one, undecodable ones too (stand_in)
+    image_bgr: np.ndarray  # (H,W,3) uint8 BGR
     captured_s: float  # time.perf_counter() when the source produced it (latency starts here)
+    time_s: float | None = None  # the frame's timestamp in the source, seconds from its start (None: unknown)
+    stand_in: bool = False  # undecodable in the source: image_bgr is the last good frame (or black)
 
 
 @dataclass(frozen=True)

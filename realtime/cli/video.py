@@ -118,45 +118,22 @@ def model_options(f):
     return f
 
 
-def _fps(cap) -> float:
-    """The capture's frame rate, 30 where it reports none (as VideoSource): the tracker's clock."""
-    import cv2
-
-    from realtime.sources import fps_or_default
-
-    return fps_or_default(cap.get(cv2.CAP_PROP_FPS))
-
-
 def source_fps(spec: str) -> float:
-    """Frame rate of a file (opened and closed again); 30 for a camera or URL, not connected to twice
-    (live input drops frames when behind anyway, so its nominal rate is only a guess of the tracker's)."""
-    from realtime.sources import DEFAULT_FPS, SourceError, open_capture
+    """The tracker's clock: a file's frame rate, 30 for a camera or URL (realtime/video_read.py)."""
+    from realtime.video_read import nominal_fps
 
-    if spec.isdigit() or "://" in spec:
-        return DEFAULT_FPS
-    try:
-        cap, _ = open_capture(spec)
-    except SourceError:
-        return DEFAULT_FPS  # the source itself reports the error later, in its own words
-    try:
-        return _fps(cap)
-    finally:
-        cap.release()
+    return nominal_fps(spec)
 
 
 def video_fps(path: str) -> float:
     """Frame rate of an input video, checked before any model loads: a file that does not open is a
     one-line error naming it."""
-    from realtime.sources import SourceError, open_capture
+    from realtime.video_read import SourceError, input_fps
 
     try:
-        cap, _ = open_capture(path)
+        return input_fps(path)
     except SourceError as e:
         fail(str(e))
-    try:
-        return _fps(cap)
-    finally:
-        cap.release()
 
 
 def build_stages(kw: dict, fps: float | None = None):
