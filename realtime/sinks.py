@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.types import FrameResult
-from realtime.video_write import SinkError, VideoWriter, _info, write_failure
+from realtime.video_write import SinkError, VideoWriter, info_line, write_failure
 from train.io import atomic_write, temp_path
 
 __all__ = ["SinkError", "Mp4Sink", "ResultsSink", "MeshExportSink", "WindowSink", "check_writable", "spill_path"]
@@ -113,7 +113,7 @@ def note_leftovers(path: Path) -> list[Path]:
                 raise SinkError(f"{p}: a killed run's file is in the way and cannot be moved ({e.strerror})") from None
         found.append(p)
     if found:
-        _info(f"note: a killed run left {', '.join(p.name for p in found)} in {path.parent}: the .partial.mp4 plays up to "
+        info_line(f"note: a killed run left {', '.join(p.name for p in found)} in {path.parent}: the .partial.mp4 plays up to "
               "the kill, a .spill folder holds its rows (docs/results-format.md); delete them when done")  # fmt: skip
     return found
 

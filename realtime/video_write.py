@@ -30,6 +30,8 @@ from realtime.video_read import SIZE_TAG
 log = logging.getLogger("mega_rt.video")
 
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+use_metadata_tags"
+FRAGMENT_S = 1.0  # a kill loses at most about this much video
+KEYFRAME_EVERY_S = 2.0
 NVENC, X264 = "h264_nvenc", "libx264"
 _END = object()
 
@@ -55,7 +57,7 @@ def write_failure(path, e: BaseException, what: str = "write") -> str:
     return f"{path}: cannot {what} ({why})"
 
 
-def _info(message: str) -> None:
+def info_line(message: str) -> None:
     """An info line on stderr, also where the application configured no logging."""
     if not logging.getLogger().handlers and not log.handlers:
         handler = logging.StreamHandler()
@@ -124,7 +126,12 @@ class VideoWriter:
         # a time base that holds the source's timestamps to the microsecond, and every frame of `rate`
         self.time_base = Fraction(1, 90000) if (90000 / rate).denominator == 1 else 1 / rate / 1000
         try:
-            self.container = av.open(str(self.path), "w", format="mp4", options={"movflags": MOVFLAGS})
+            self.container = av.open(
+                str(self.path),
+                "w",
+                format="mp4",
+                options={"movflags": MOVFLAGS, "frag_duration": str(int(FRAGMENT_S * 1e6))},
+            )
         except av.error.FFmpegError as e:
             raise SinkError(write_failure(self.name, e, "create the video")) from None
         try:
@@ -137,6 +144,7 @@ class VideoWriter:
             ctx = self.stream.codec_context
             ctx.time_base = self.time_base
             ctx.options = {"preset": "veryfast"} if self.encoder == X264 else {"preset": "p4"}
+            ctx.gop_size = max(1, round(KEYFRAME_EVERY_S * rate))
             ctx.thread_count = threads  # 0: FFmpeg/x264 pick from the cores
             ctx.thread_type = "AUTO"
             ctx.open()
@@ -146,7 +154,7 @@ class VideoWriter:
                 f"{self.name}: the {self.encoder} encoder does not open at {self.width}x{self.height} ({e})"
             ) from None
         padded = f", coded as {self.coded_wh[0]}x{self.coded_wh[1]} (H.264 4:2:0 needs even sizes; mega-rt reads it back at {self.width}x{self.height})" if self.coded_wh != (self.width, self.height) else ""  # fmt: skip
-        _info(
+        info_line(
             f"{self.name.name}: H.264 with {self.encoder}, {self.width}x{self.height} at {float(rate):.3f} fps{padded}"
         )
         self.frames = 0  # handed over

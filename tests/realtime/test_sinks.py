@@ -1,4 +1,5 @@
 """The results writer (realtime/sinks.py, ResultsSink): rows spilled in chunks, the npz streamed at close.
+(The overlay video and every sink's write failures: tests/realtime/test_video_io.py.)
 
 FrameResult objects are fed to the sink directly (no model); the reference is what np.concatenate of
 the same rows gives.
@@ -151,8 +152,9 @@ def test_rows_that_change_shape_mid_run_are_a_one_line_error(tmp_path):
     assert _leftovers(tmp_path, set()) == []
 
 
-def test_a_dead_run_spill_folder_with_the_same_pid_is_cleared(tmp_path):
-    """Containers reuse pids: rows a SIGKILLed run left under the same name must not end up in this file."""
+def test_a_dead_run_spill_folder_with_the_same_pid_is_kept_apart(tmp_path):
+    """Containers reuse pids: rows a SIGKILLed run left under the same name must neither end up in this
+    file nor be deleted (they are the killed run's only copy)."""
     stale = spill_path(tmp_path / "p.npz")
     stale.mkdir()
     (stale / "verts.bin").write_bytes(b"\0" * 4096)
@@ -161,4 +163,5 @@ def test_a_dead_run_spill_folder_with_the_same_pid_is_cleared(tmp_path):
     _run(tmp_path / "p.npz", results, chunk_rows=2)
     with np.load(tmp_path / "p.npz") as z:
         np.testing.assert_array_equal(z["verts"], _reference(results)["verts"])
-    assert not stale.exists()
+    (aside,) = tmp_path.glob(".p.*-killed1.spill")
+    assert (aside / "verts.bin").read_bytes() == b"\0" * 4096
