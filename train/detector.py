@@ -206,11 +206,14 @@ def read_safe_detector(path) -> dict | None:
     """The SAFE_FORMAT record of `path`, or None when the file is anything else (an ultralytics pickle,
     another torch file, not a torch file at all). Never runs code from the file."""
     import pickle
+    import warnings
 
     import torch
 
     try:
-        record = torch.load(Path(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            record = torch.load(Path(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError):
         return None
     if not isinstance(record, dict) or record.get("format") != SAFE_FORMAT:
