@@ -238,7 +238,7 @@ class DetectorExport:
 def export_detector(weights, spec: DetectorExportSpec, root: Path | None = None, progress=print) -> DetectorExport:
     """A safe-format detector -> `<root>/detector-<sha8>/<spec name>/` with detector.onnx (and
     detector.plan for TensorRT) and a manifest of mode "detector" (engines.manifest)."""
-    from engines.export import _software, engines_root
+    from engines.export import engines_root, software_versions
     from engines.onnx_export import export_graph, file_sha256
 
     t_start = time.perf_counter()
@@ -297,7 +297,7 @@ def export_detector(weights, spec: DetectorExportSpec, root: Path | None = None,
             "input_hw": [spec.imgsz, spec.imgsz],
             "letterbox": {"pad_value": PAD_VALUE, "centre": True},
         },  # fmt: skip
-        software=_software(spec.opset),
+        software=software_versions(spec.opset),
         rebuild_command=(
             f"mega-rt export --detector {weights} --format {spec.format} --precision {spec.precision} "
             f"--det-imgsz {spec.imgsz} --batch {lo}:{opt}:{hi}"
@@ -384,3 +384,20 @@ def load_detector(path, backend: str | None = None, device=None, threads: int | 
     else:
         raise BackendError(f"unknown backend {backend!r} (torch, onnxruntime, tensorrt)")
     return DetectorEngine(graph, info, str(folder))
+
+
+def time_detector(engine: DetectorEngine, frames_bgr, conf: float = 0.3, repeats: int = 5) -> dict:
+    """Median ms per call and per frame of the whole detector step (letterbox, network, NMS, the copy
+    to the host) on a batch of frames, after one warm-up call."""
+    import statistics
+
+    engine.detect(frames_bgr, conf)
+    times = []
+    for _ in range(repeats):
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize(engine.device)
+        t0 = time.perf_counter()
+        engine.detect(frames_bgr, conf)  # ends in the copy to the host: the device is done
+        times.append((time.perf_counter() - t0) * 1000)
+    ms = statistics.median(times)
+    return {"ms_per_call": round(ms, 2), "ms_per_frame": round(ms / len(frames_bgr), 2), "frames": len(frames_bgr)}
