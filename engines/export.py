@@ -224,7 +224,7 @@ def export_engine(
         weights=models.weights,
         weights_hash=models.weights_hash,
         normalisation=normalisation(models),
-        software=_software(spec.opset),
+        software=software_versions(spec.opset),
         rebuild_command=rebuild_command(models, spec),
         samples=spec.samples if spec.stochastic else 1,
         steps=spec.steps if spec.stochastic else 0,
@@ -252,7 +252,7 @@ def export_engine(
     return ExportResult(folder, manifest, time.perf_counter() - t_start)
 
 
-def _software(opset: int) -> dict:
+def software_versions(opset: int) -> dict:
     """Versions of what built the engine; libraries that are not installed are left out."""
     import importlib
     import platform

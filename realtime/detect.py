@@ -1,23 +1,29 @@
-"""Person detection and tracking: ultralytics YOLO, the whole frame, or precomputed boxes; ByteTrack ids.
+"""Person detection and tracking: ultralytics YOLO, an exported detector graph, the whole frame, or
+precomputed boxes; ByteTrack ids.
 
-    detector = build_detector("yolo11n.pt")        # or a .yaml (random weights), a .onnx / .engine export
+    detector = build_detector("train/demo_weights/detector.pt")   # or yolo11n.pt, a .yaml, a .onnx, an engine folder
     detections = detector(frames)                   # one Detections(boxes_xyxy, scores, track_ids) per frame
 
-A detector takes the frames of a batch at once (YOLO: one predict call on all of them, one read-back of
-all their boxes) and returns host-side (numpy) Detections in frame order; the tracker then sees the
-frames one by one, in order.
+A detector takes the frames of a batch at once (one network call on all of them, one read-back of all
+their boxes) and returns host-side (numpy) Detections in frame order; the tracker then sees the frames
+one by one, in order.
 
 YOLO detections and boxes files without ids go through the same tracker (realtime/track.py), so ids
 behave alike whichever produced the boxes; a detector that tracks returns only confirmed tracks.
 
-Ultralytics runs every format it exports (a TensorRT `.engine` made by `model.export(format="engine")`
-included) behind the same `YOLO(path)`, so the detector's backend is picked by the weights file.
-Weights by name (`yolo11n.pt`) are downloaded by ultralytics on first use when online; offline, a
-missing file is a one-line DetectorError naming the alternatives.
+No detector file runs code. An ultralytics `.pt` is a pickle that can, so a `.pt` is loaded only when
+it is in mega-rt's safe format (train/detector.py: a model yaml and tensors, read with
+`torch.load(weights_only=True)`), when its sha256 is on the allow-list of official ultralytics files
+(realtime/detector_allowlist.json; a name such as `yolo11n.pt` is downloaded first and checked), or
+when the user vouches for it (`--trust-file`, with a warning). ONNX files hold no code; an engine
+folder from `mega-rt export --detector` (or its .onnx) runs as a GraphDetector on the torch,
+onnxruntime or TensorRT backend, anything else ultralytics exports runs behind its own `YOLO(path)`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -69,7 +75,7 @@ class BoxesDetector:
     ):
         path = Path(path)
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         except FileNotFoundError:
             raise DetectorError(f"{path}: no such boxes file") from None
@@ -130,6 +136,7 @@ class YoloDetector:
         device: str | None = None,
         track: bool = True,
         frame_rate: float = 30.0,
+        trust_file: bool = False,
     ):
         try:
             from ultralytics import YOLO
@@ -150,7 +157,12 @@ class YoloDetector:
                 "pass a local weights file, or --detector full-frame, or --boxes FILE"
             )
         try:
-            self.model = YOLO(str(weights), task="detect")
+            if path.suffix == ".pt":
+                self.model = load_pt(_downloaded(path), trust_file)
+            else:
+                self.model = YOLO(str(weights), task="detect")
+        except DetectorError:
+            raise
         except Exception as e:  # ultralytics raises many kinds (download, parse, format)
             msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise DetectorError(
@@ -200,6 +212,97 @@ class YoloDetector:
         return out
 
 
+ALLOWLIST = Path(__file__).with_name("detector_allowlist.json")
+
+
+def allowed_sha256() -> dict[str, str]:
+    """sha256 -> name of the official ultralytics .pt files that may be unpickled."""
+    files = json.loads(ALLOWLIST.read_text())["files"]
+    return {entry["sha256"]: name for name, entry in files.items()}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _downloaded(path: Path) -> Path:
+    """A bare official name (yolo11n.pt) not here yet: ultralytics' download, to be checked like any file."""
+    if path.exists() or path.parent != Path("."):
+        return path
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    return Path(attempt_download_asset(str(path)))
+
+
+def load_pt(path: Path, trust_file: bool = False):
+    """An ultralytics YOLO from a .pt that cannot run code: the safe format, an allow-listed official file,
+    or (`trust_file`) any file, with a warning. Otherwise a one-line DetectorError that says why and what to do."""
+    import click
+    from ultralytics import YOLO
+
+    from train.detector import read_safe_detector, ultralytics_yolo
+
+    if not path.is_file():
+        raise DetectorError(
+            f"detector weights {path}: not found; pass a local weights file, or --detector full-frame, or --boxes FILE"
+        )
+    record = read_safe_detector(path)  # weights_only: runs nothing whatever the file holds
+    if record is not None:
+        return ultralytics_yolo(record)
+    if file_sha256(path) not in allowed_sha256():
+        if not trust_file:
+            raise DetectorError(
+                f"{path}: refused: an ultralytics .pt is a pickle that can run code when loaded, and this file's sha256 "
+                f"is not on the allow-list of official files ({ALLOWLIST.name}); pass --trust-file if you trust it, "
+                "or use an .onnx export or mega-rt's safe detector format (mega-rt train detector writes it)"
+            )
+        click.echo(f"warning: {path}: loading an unlisted pickle (--trust-file); it can run code", err=True)
+    return YOLO(str(path), task="detect")
+
+
+class GraphDetector:
+    """The detector as an engine graph (engines/detector.py) on any backend: letterbox, network, decoding
+    and NMS on the device for the whole frame batch, one copy of every frame's boxes to the host, then
+    our ByteTracker as for YOLO."""
+
+    name = "graph"
+
+    def __init__(self, engine, conf: float = 0.3, track: bool = True, frame_rate: float = 30.0):
+        self.tracker = None
+        if track:
+            from realtime.track import ByteTracker
+
+            self.tracker = ByteTracker(frame_rate)
+        self.engine, self.conf = engine, conf
+        self.name = f"graph ({engine.backend.name}, {engine.info.imgsz}px)"
+        # one warm-up call: torchvision's lazy imports now, before any EGL context exists (as YOLO's)
+        engine.detect([np.zeros((64, 64, 3), np.uint8)], conf)
+
+    def __call__(self, frames: list[Frame]) -> list[Detections]:
+        if not frames:
+            return []
+        rows = self.engine.detect([f.image_bgr for f in frames], self.conf)
+        counts = np.bincount(rows[:, 0].astype(np.int64), minlength=len(frames))
+        out, start = [], 0
+        for frame, n in zip(frames, counts):
+            boxes, scores = rows[start : start + n, 1:5], rows[start : start + n, 5]
+            start += n
+            if self.tracker is not None:  # also on frames with no boxes: lost tracks age
+                boxes, scores, ids = self.tracker.update(boxes, scores)
+            else:
+                ids = np.full(len(scores), -1, np.int64)
+            out.append(
+                _empty(frame.index)
+                if len(boxes) == 0
+                else Detections(frame.index, np.ascontiguousarray(boxes), np.ascontiguousarray(scores), ids)
+            )
+        return out
+
+
 def _keep_torch_threads():
     """ultralytics' select_device sets torch's CPU threads to its NUM_THREADS (cores - 1) on every
     predictor set-up; resetting them back and forth costs 4x on YOLO itself (OpenMP pool rebuilt), so
@@ -218,14 +321,31 @@ def build_detector(
     track: bool = True,
     device: str | None = None,
     frame_rate: float = 30.0,
+    backend: str | None = None,
+    trust_file: bool = False,
+    threads: int | None = None,
 ):
-    """`--boxes FILE` wins; then 'full-frame'; anything else names YOLO weights (.pt/.yaml/.onnx/.engine).
-    `frame_rate` is the video's (ByteTrack keeps a lost track for a fixed time, ~1 s)."""
+    """`--boxes FILE` wins; then 'full-frame'; then a detector engine folder (or its .onnx / .plan) on
+    `backend`; anything else names YOLO weights (.pt/.yaml/.onnx/.engine). `frame_rate` is the video's
+    (ByteTrack keeps a lost track for a fixed time, ~1 s)."""
     if boxes_path is not None:
         return BoxesDetector(boxes_path, track=track, frame_rate=frame_rate)
     if spec in (None, "", "full-frame"):
         return FullFrameDetector()
-    return YoloDetector(spec, conf=conf, imgsz=imgsz, device=device, track=track, frame_rate=frame_rate)
+    if Path(spec).is_dir() or Path(spec).suffix in (".onnx", ".plan"):
+        from engines.backends.base import BackendError
+        from engines.detector import detector_manifest, load_detector
+        from engines.manifest import EngineMismatch
+
+        try:
+            if Path(spec).is_dir() or detector_manifest(spec) is not None:
+                engine = load_detector(spec, backend, device, threads)
+                return GraphDetector(engine, conf=conf, track=track, frame_rate=frame_rate)
+        except (BackendError, EngineMismatch) as e:
+            raise DetectorError(str(e)) from None
+    return YoloDetector(
+        spec, conf=conf, imgsz=imgsz, device=device, track=track, frame_rate=frame_rate, trust_file=trust_file
+    )
 
 
 def keep_largest(det: Detections, max_people: int | None) -> Detections:

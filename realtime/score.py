@@ -54,7 +54,7 @@ def match_boxes(pred: np.ndarray, truth: np.ndarray, min_iou: float) -> list[tup
 
 def _load(path: Path, keys: tuple[str, ...], what: str) -> dict:
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise ScoreError(f"{path}: not a {what} (no {', '.join(missing)})")

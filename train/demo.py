@@ -81,6 +81,12 @@ def export_detector(src: Path, dest: Path = DEMO_DIR) -> dict:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: not found; train the detector first (`mega-rt train --recipe {RECIPE}`)")
     metrics = json.loads(metrics_path.read_text())
+    from train.detector import read_safe_detector
+
+    if read_safe_detector(src) is None:
+        raise FileNotFoundError(
+            f"{src}: not a detector in the safe format; train it again with `mega-rt train --recipe {RECIPE}`"
+        )
     out = dest / DETECTOR_FILE
     with atomic_write(out) as tmp:
         shutil.copyfile(src, tmp)

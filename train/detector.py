@@ -10,7 +10,7 @@ measured against ground truth. It is not a detector for real footage.
 
 The training loop is ultralytics' own (its optimiser, augmentation and schedule); this module fixes its
 inputs, keeps everything under `out_dir`, and writes `out_dir/final.pt` (the best epoch's weights, with
-this config embedded under `mega_rt_config`) and `out_dir/metrics.json` atomically (train/io.py).
+this config embedded under `mega_rt_config`, in SAFE_FORMAT: it loads without running code) and `out_dir/metrics.json` atomically (train/io.py).
 """
 
 from __future__ import annotations
@@ -144,12 +144,16 @@ def train_detector(
     best = run_dir / "weights" / "best.pt"
     if not best.is_file():
         raise DetectorTrainingError(f"{best}: ultralytics wrote no weights (see its output above)")
+    # best.pt is ultralytics' own pickle, written by the training above into this run's folder; what
+    # leaves the run (final.pt) is the SAFE_FORMAT record, which loads without running code
     ckpt = portable_checkpoint(torch.load(best, map_location="cpu", weights_only=False), Path.cwd())
-    ckpt["mega_rt_config"] = dataclasses.asdict(cfg)
-    ckpt["mega_rt_config_text"] = config_text
-    final = out_dir / "final.pt"
-    with atomic_write(final) as tmp:
-        torch.save(ckpt, tmp)
+    model = ckpt.get("ema") or ckpt["model"]
+    extra = {"imgsz": cfg.imgsz, "train_args": _plain(ckpt.get("train_args") or {}),
+             "mega_rt_config": dataclasses.asdict(cfg), "mega_rt_config_text": config_text}  # fmt: skip
+    record = safe_detector_record(model, extra)
+    final = write_safe_detector(
+        record, out_dir / "final.pt", check=lambda back: check_same_outputs(model, back, cfg.imgsz)
+    )
     metrics = {k.replace("(B)", ""): float(v) for k, v in getattr(results, "results_dict", {}).items()}
     metrics.update(
         stage="detector",
@@ -160,3 +164,131 @@ def train_detector(
     )
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
+
+
+# The file format of a trained detector that loads without running code: `torch.load(weights_only=True)`
+# reads only tensors and plain Python values, and the network is rebuilt from its model yaml by
+# ultralytics' DetectionModel. An ultralytics .pt, by contrast, is a full pickle of the model object.
+SAFE_FORMAT = "mega-rt-yolo-state/1"
+
+
+def safe_detector_record(model, extra: dict | None = None) -> dict:
+    """An ultralytics DetectionModel -> the plain record of SAFE_FORMAT (float16 weights, as ultralytics
+    stores them, so the file is no larger than its .pt)."""
+    import torch
+
+    state = {
+        k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().clone()
+        for k, v in model.state_dict().items()
+    }
+    return {
+        "format": SAFE_FORMAT,
+        "yaml": _plain(model.yaml),
+        "names": {int(k): str(v) for k, v in model.names.items()},
+        "stride": [float(s) for s in torch.as_tensor(model.stride).flatten()],
+        "state_dict": state,
+        **(extra or {}),
+    }
+
+
+def _plain(value):
+    """Only str / int / float / bool / None / list / dict survive, so weights_only loading accepts the record."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def read_safe_detector(path) -> dict | None:
+    """The SAFE_FORMAT record of `path`, or None when the file is anything else (an ultralytics pickle,
+    another torch file, not a torch file at all). Never runs code from the file."""
+    import pickle
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            record = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != SAFE_FORMAT:
+        return None
+    return record
+
+
+def detection_model(record: dict):
+    """The ultralytics DetectionModel of a SAFE_FORMAT record, float32, eval mode; every weight must fit."""
+    import copy
+
+    import torch
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.nn.tasks import DetectionModel
+
+    cfg = copy.deepcopy(record["yaml"])
+    model = DetectionModel(cfg, ch=int(cfg.get("channels", 3)), nc=int(cfg["nc"]), verbose=False)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in record["state_dict"].items()})
+    except RuntimeError as e:  # missing / unexpected / misshapen weights
+        raise DetectorTrainingError(f"detector weights do not fit their model yaml: {str(e).splitlines()[0]}") from None
+    model.names = dict(record["names"])
+    model.stride = torch.tensor(record["stride"], dtype=torch.float32)
+    model.args = {**DEFAULT_CFG_DICT, "task": "detect", "imgsz": record.get("imgsz", 640)}
+    model.task = "detect"
+    return model.float().eval()
+
+
+def ultralytics_yolo(record: dict):
+    """An ultralytics YOLO whose network is the record's, so ultralytics' predict runs it as it runs a .pt.
+    The YOLO object is made from a model yaml that ultralytics ships (no file, no download), then its
+    network replaced by ours."""
+    from ultralytics import YOLO
+
+    shell = record["yaml"].get("yaml_file") or "yolo11n.yaml"
+    try:
+        yolo = YOLO(Path(shell).name, task="detect")
+    except Exception:  # a custom yaml ultralytics does not ship
+        yolo = YOLO("yolo11n.yaml", task="detect")
+    yolo.model = detection_model(record)
+    yolo.overrides.update(task="detect", model=Path(shell).name)
+    return yolo
+
+
+def write_safe_detector(record: dict, dest, check=None) -> Path:
+    """Write a SAFE_FORMAT record atomically; read it back the safe way and compare every weight first."""
+    import torch
+
+    dest = Path(dest)
+    with atomic_write(dest) as tmp:
+        torch.save(record, tmp)
+        back = read_safe_detector(tmp)
+        if back is None or back["state_dict"].keys() != record["state_dict"].keys():
+            raise DetectorTrainingError(f"{dest}: the written detector does not read back")
+        for k, v in record["state_dict"].items():
+            if not torch.equal(back["state_dict"][k], v):
+                raise DetectorTrainingError(f"{dest}: weight {k} differs after writing")
+        if check is not None:
+            check(back)
+    return dest
+
+
+def check_same_outputs(model, record: dict, imgsz: int = 320, atol: float = 1e-3) -> float:
+    """Largest difference of the head outputs of `model` (an ultralytics DetectionModel) and of the
+    record's rebuilt model on one fixed input; an error above `atol` (fp16-stored weights included)."""
+    import copy
+
+    import torch
+
+    x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    reference = copy.deepcopy(model).float().eval()
+    with torch.no_grad():
+        want = reference(x)[0]
+        got = detection_model(record)(x)[0]
+    diff = float((want - got).abs().max())
+    if not diff <= atol:
+        raise DetectorTrainingError(f"the rebuilt detector differs from its source by {diff:.3g} (> {atol})")
+    return diff

@@ -3,6 +3,7 @@
 mega-rt bench model          the PyTorch MEGA the pipeline serves (random weights): crops/s, decode ms, stochastic ms
 mega-rt bench backend        the exported graphs on torch, onnxruntime or TensorRT, every stage timed
 mega-rt bench pipeline IN    the whole video pipeline on IN: end-to-end fps and per-stage ms
+mega-rt bench detector       the person detector graph on torch, onnxruntime (and TensorRT): ms per frame
 """
 
 from __future__ import annotations
@@ -273,3 +274,64 @@ def bench_render_cmd(people_text, size, frames, std, json_path):
         fail(str(e), 1)
     if json_path:
         _write_json(json_path, _host_meta(results=figures, std=std))
+
+
+@bench.command("detector")
+@click.option(
+    "--detector",
+    "weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Safe-format detector (default: the demo detector).",
+)
+@click.option("--det-imgsz", "imgsz", type=int, default=320, show_default=True, help="Detector input size.")
+@click.option("--frame-batch", type=int, default=4, show_default=True, help="Frames per detector call.")
+@click.option("--size", default="1280x720", show_default=True, help="Frame size WxH.")
+@click.option(
+    "--backends", "backends_text", default="torch,onnxruntime", show_default=True, help="Comma-separated backends."
+)
+@click.option("--repeats", default=5, show_default=True, help="Timed repeats per figure (median reported).")
+@click.option("--threads", default=None, type=int, help="CPU threads of torch and onnxruntime.")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON."
+)
+def bench_detector_cmd(weights, imgsz, frame_batch, size, backends_text, repeats, threads, device, json_path):
+    """The detector step (device letterbox, network, NMS, one copy to the host) per backend, on synthetic frames."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from engines.backends.base import BackendError
+    from engines.detector import DetectorExportSpec, export_detector, load_detector, time_detector
+    from train.config import parse_size
+    from train.demo import DEMO_DIR
+
+    device = _device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    w, h = parse_size(size)
+    backends = [b.strip() for b in backends_text.split(",") if b.strip()]
+    weights = weights or str(DEMO_DIR / "detector.pt")
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(max(1, frame_batch))]
+    figures = {}
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            fmt = "tensorrt" if "tensorrt" in backends else "onnx"
+            spec = DetectorExportSpec(
+                fmt, "fp16" if fmt == "tensorrt" else "fp32", imgsz, (1, len(frames), max(8, len(frames)))
+            )
+            folder = export_detector(weights, spec, root, progress=lambda m: None).folder
+            for name in backends:
+                engine = load_detector(folder, name, device if name == "torch" else None, threads)
+                figures[name] = time_detector(engine, frames, repeats=repeats)
+                figures[name]["device"] = str(engine.device)
+                click.echo(
+                    f"detector {name:12s} {engine.device}: {figures[name]['ms_per_frame']:.1f} ms/frame ({figures[name]['ms_per_call']:.1f} ms per call of {len(frames)} frames {w}x{h} at {imgsz}px)"
+                )
+    except (BackendError, ValueError) as e:
+        fail(str(e))
+    if json_path:
+        _write_json(json_path, {"detector": figures, **_host_meta(imgsz=imgsz, size=[w, h], weights=weights)})

@@ -72,6 +72,14 @@ from realtime.cli.common import fail, mega_config, parse_range
 )
 @click.option("--no-parity", is_flag=True, help="Skip running the graphs against PyTorch.")
 @click.option("--threads", type=int, default=None, help="CPU threads for tracing and the parity run.")
+@click.option(
+    "--detector",
+    "detector_weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Export this person detector (safe format, e.g. train/demo_weights/detector.pt) instead of MEGA; --batch counts frames.",
+)
+@click.option("--det-imgsz", type=int, default=640, show_default=True, help="Detector input size (with --detector).")
 def export_cmd(
     fmt,
     precision,
@@ -89,12 +97,17 @@ def export_cmd(
     out_root,
     no_parity,
     threads,
+    detector_weights,
+    det_imgsz,
 ):
     """Export MEGA to ONNX / TensorRT engines in the engine cache, with a manifest and measured parity."""
     from pathlib import Path
 
     batch = parse_range(batch_text)
     precision = precision or ("fp32" if fmt == "onnx" else "fp16")
+    if detector_weights is not None:
+        _export_detector(detector_weights, fmt, precision, det_imgsz, batch, opset, workspace, out_root, threads)
+        return
     if weights is None and config_ref is None:
         fail(
             "no weights: pass --weights CVQMAE/mega_hrnet (Zenodo record 14974141), or --config mega_hrnet "
@@ -229,3 +242,29 @@ def verify(reference, candidate, batch, seed, threads, json_path):
 
         write_json_atomic(json_path, report)
         click.echo(f"wrote {json_path}")
+
+
+def _export_detector(weights, fmt, precision, imgsz, batch, opset, workspace, out_root, threads):
+    """`mega-rt export --detector FILE`: the detector graph into its own engine folder."""
+    from pathlib import Path
+
+    import torch
+
+    from engines.backends.base import BackendError
+    from engines.detector import DetectorExportSpec, export_detector
+    from engines.onnx_export import ExportError
+    from engines.trt_build import BuildError
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        spec = DetectorExportSpec(fmt, precision, imgsz, batch, opset, workspace)
+    except ValueError as e:
+        fail(str(e))
+    try:
+        result = export_detector(weights, spec, Path(out_root) if out_root else None, progress=click.echo)
+    except BackendError as e:
+        fail(str(e))
+    except (ExportError, BuildError) as e:
+        fail(str(e), 1)
+    click.echo(f"wrote {result.folder} ({result.seconds:.1f} s); use it with --detector {result.folder}")

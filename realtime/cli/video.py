@@ -81,7 +81,12 @@ def model_options(f):
             "--detector",
             default="yolo11n.pt",
             show_default=True,
-            help="YOLO weights (.pt/.yaml/.onnx/.engine) or 'full-frame'.",
+            help="YOLO weights (.pt/.yaml/.onnx/.engine), a detector engine folder of `mega-rt export --detector` (run on --backend), or 'full-frame'.",
+        ),
+        click.option(
+            "--trust-file",
+            is_flag=True,
+            help="Load a --detector .pt that is neither an allow-listed official file nor the safe format (it is a pickle: it can run code).",
         ),
         click.option(
             "--boxes",
@@ -184,6 +189,9 @@ def build_stages(kw: dict, fps: float | None = None):
             not kw["no_track"],
             device if device != "cpu" else "cpu",
             fps,
+            backend=kw["backend"],
+            trust_file=kw.get("trust_file", False),
+            threads=kw["threads"],
         )
         torch.set_num_threads(threads)  # importing ultralytics may change torch's thread count
         models, what = (None, f"engine {kw['engine']}")
