@@ -60,6 +60,7 @@ def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_di
 
     from tqdm import tqdm
 
+    from realtime.video_write import SinkError, VideoWriter, write_failure
     from train import assets
     from train.render import RendererUnavailable
 
@@ -105,7 +106,14 @@ def synth(out, people, frames, seed, size, fps, focal, dataset_dir, detection_di
 
         cfg = SceneConfig(width=width, height=height, frames=frames, people=people, seed=seed, fps=fps, focal=focal)
         with tqdm(total=frames, desc="frames", unit="frame", disable=None) as bar:
-            video, npz = write_scene_video(out_path, cfg, progress=lambda n: bar.update(n - bar.n))
+            video, npz = write_scene_video(
+                out_path,
+                cfg,
+                progress=lambda n: bar.update(n - bar.n),
+                open_video=lambda path, size_wh, fps: VideoWriter(path, size_wh, fps, name=out_path),
+            )
         click.echo(f"{video} ({frames} frames, {width}x{height}, {people} people) and ground truth {npz}")
-    except (RendererUnavailable, assets.AssetError, OSError) as e:  # OSError: an output that cannot be written
+    except (RendererUnavailable, assets.AssetError, SinkError) as e:
         fail(str(e), 1)
+    except OSError as e:  # an output that cannot be written: name the file the user gave, not its temporary one
+        fail(write_failure(out or dataset_dir or detection_dir, e), 1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ASSETS, ROOT
+from tests.helpers import ASSETS, ROOT, write_scene_clip
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
@@ -57,12 +57,11 @@ def _frames(path):
 @pytest.fixture(scope="module")
 def synth_clip(tmp_path_factory, assets_dir):
     """2 people, 6 frames, 320x240, with the ground truth npz beside it."""
-    from train.synthetic.clip import write_scene_video
     from train.synthetic.scene import SceneConfig
 
     out = tmp_path_factory.mktemp("synth") / "clip.mp4"
     try:
-        video, npz = write_scene_video(out, SceneConfig(width=320, height=240, frames=6, people=2, seed=3, fps=25.0))
+        video, npz = write_scene_clip(out, SceneConfig(width=320, height=240, frames=6, people=2, seed=3, fps=25.0))
     except Exception as e:  # no EGL
         pytest.skip(f"cannot render the synthetic clip: {e}")
     return video, npz
@@ -542,10 +541,9 @@ def test_demo_weights_recover_synthetic_people(tmp_path, assets_dir):
         pytest.skip(
             f"demo weights not installed in {DEMO_DIR} (mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package)"
         )
-    from train.synthetic.clip import write_scene_video
     from train.synthetic.scene import SceneConfig
 
-    video, npz = write_scene_video(
+    video, npz = write_scene_clip(
         tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0)
     )
     _cli(["video", video, "--out", tmp_path / "p.mp4", "--boxes", npz, "--threads", "2", "--no-progress"], expect=0)
@@ -565,13 +563,12 @@ def test_demo_detector_finds_and_recovers_synthetic_people(tmp_path, assets_dir)
     # recall 0.95, precision 0.96; here recall 1.0, 91.3 mm.
     from realtime.score import score_results
     from train.demo import DEMO_DIR
-    from train.synthetic.clip import write_scene_video
     from train.synthetic.scene import SceneConfig
 
     detector = DEMO_DIR / "detector.pt"
     if not ((DEMO_DIR / "mega.pt").is_file() and detector.is_file()):
         pytest.skip(f"demo weights or demo detector not installed in {DEMO_DIR}")
-    video, npz = write_scene_video(
+    video, npz = write_scene_clip(
         tmp_path / "gt.mp4", SceneConfig(width=640, height=360, frames=12, people=2, seed=11, fps=25.0)
     )
     _cli(

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import write_scene_clip
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 
@@ -32,12 +34,11 @@ MIN_VIS = 0.15  # BoxesDetector's default: people less visible than this are not
 @pytest.fixture(scope="module")
 def gt_clip(tmp_path_factory, assets_dir):
     """3 people, 30 frames, 320x240: (video, ground-truth npz)."""
-    from train.synthetic.clip import write_scene_video
     from train.synthetic.scene import SceneConfig
 
     out = tmp_path_factory.mktemp("track") / "clip.mp4"
     try:
-        return write_scene_video(out, SceneConfig(width=320, height=240, frames=30, people=3, seed=7, fps=FPS))
+        return write_scene_clip(out, SceneConfig(width=320, height=240, frames=30, people=3, seed=7, fps=FPS))
     except Exception as e:  # no EGL
         pytest.skip(f"cannot render the synthetic clip: {e}")
 

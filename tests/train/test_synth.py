@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from realtime.cli import main
+from tests.helpers import write_scene_clip
 from train.data.crops import CropShards
 from train.data.joints import synthetic_joint_regressor
 from train.geometry import cam_crop_to_full, default_focal, project
@@ -210,11 +211,10 @@ def test_crop_reader_refuses_a_shard_without_an_array_of_the_layout(tmp_path, mo
 
 def test_clip_streamed_in_slices_matches_one_slice(tmp_path, model, renderer):
     from train.data.npz import open_npz
-    from train.synthetic.clip import write_scene_video
 
     cfg = S.SceneConfig(width=96, height=64, frames=7, people=2, seed=5, msaa=0)
-    _, whole = write_scene_video(tmp_path / "whole.mp4", cfg, model)
-    _, sliced = write_scene_video(tmp_path / "sliced.mp4", cfg, model, chunk_frames=3)
+    _, whole = write_scene_clip(tmp_path / "whole.mp4", cfg, model)
+    _, sliced = write_scene_clip(tmp_path / "sliced.mp4", cfg, model, chunk_frames=3)
     a, b = np.load(whole), np.load(sliced)
     assert a.files == b.files and a["verts_cam"].shape == (7, 2, B.NUM_VERTS, 3)
     for name in a.files:

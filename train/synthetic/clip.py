@@ -2,7 +2,7 @@
 
     mega-rt synth OUT.mp4 --people 3 --frames 300
 
-OUT.mp4 (mp4v) and OUT.npz (uncompressed, no faces: they are the body's), per frame f and person k:
+OUT.mp4 (written by the `open_video` the caller passes: the CLI's H.264 writer) and OUT.npz (uncompressed, no faces: they are the body's), per frame f and person k:
 verts_cam (F,K,6890,3), joints_cam (F,K,24,3), rotmat (F,K,3,3) canonical -> camera, cam_t (F,K,3)
 the mesh centroid, boxes_xyxy (F,K,4) the projected mesh's box clipped to the image, visibility (F,K)
 the share of the mesh that is seen; the motion: body_pose (F,K,23,3), global_orient_world (F,K,3),
@@ -73,19 +73,6 @@ class _NpzWriter:
                 raise ValueError(f"{name}: {rows} of {shape[0]} rows written")
 
 
-def _check_video(size_wh: tuple[int, int]):
-    def verify(path: Path) -> None:
-        import cv2
-
-        cap = cv2.VideoCapture(str(path))
-        ok, frame = cap.read()
-        cap.release()
-        if not ok or frame.shape[1::-1] != tuple(size_wh):
-            raise OSError(f"{path}: the written video does not read back as {size_wh[0]}x{size_wh[1]} frames")
-
-    return verify
-
-
 def _check_truth(names: tuple[str, ...], frames: int, people: int):
     def verify(path: Path) -> None:
         with np.load(path) as z:
@@ -97,11 +84,13 @@ def _check_truth(names: tuple[str, ...], frames: int, people: int):
 
 def write_scene_video(
     out_path: str | os.PathLike, cfg: SceneConfig, body: SyntheticBody | None = None, progress=None,
-    chunk_frames: int = CHUNK_FRAMES,
+    chunk_frames: int = CHUNK_FRAMES, *, open_video: Callable,
 ) -> tuple[Path, Path]:  # fmt: skip
-    """Render the scene to `out_path` (mp4) and its ground truth to the same name with .npz."""
-    import cv2
+    """Render the scene to `out_path` (mp4) and its ground truth to the same name with .npz.
 
+    `open_video(path, size_wh, fps)` returns the video writer: `write(image_bgr)`, `close()` (finishes and
+    verifies the file, raising when it does not read back) and `abort()`. It is passed in because the
+    video codecs live with the pipeline's sinks (realtime.video_write.VideoWriter), above this layer."""
     out_path = Path(out_path)
     npz_path = out_path.with_suffix(".npz")
     body = body or SyntheticBody()
@@ -119,12 +108,10 @@ def write_scene_video(
         cam = plan.rig.camera
         with (
             atomic_write(npz_path, verify=_check_truth(names, f_, k_)) as tmp_npz,
-            atomic_write(out_path, verify=_check_video((cfg.width, cfg.height))) as tmp_video,
+            atomic_write(out_path) as tmp_video,
         ):
-            writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), cfg.fps, (cfg.width, cfg.height))
+            writer = open_video(tmp_video, (cfg.width, cfg.height), cfg.fps)
             try:
-                if not writer.isOpened():
-                    raise OSError(f"{out_path}: OpenCV cannot write an mp4 video here (no mp4v encoder?)")
                 with _NpzWriter(tmp_npz) as npz:
                     with npz.stream("verts_cam", (f_, k_, NUM_VERTS, 3), np.float32) as append_verts:
                         for start in range(0, f_, chunk_frames):
@@ -150,6 +137,8 @@ def write_scene_video(
                     npz.add("camera_rot_cw", plan.rig.rot_cw.astype(np.float32))
                     npz.add("camera_position", plan.rig.position.astype(np.float32))
                     npz.add("seed", np.int64(cfg.seed))
-            finally:
-                writer.release()
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
     return out_path, npz_path
