@@ -53,10 +53,14 @@ bench: $(STAMP)
 # the checkout (wheels for Python 3.10-3.13, the assets, the EGL/GL loader packages), then copy or carry
 # the checkout with .gpu/ and .gl/ and run `make gpu-check` there (OUT=folder for the results).
 GPU_WHEELS := moderngl==5.13.0 glcontext==3.1.0 click==8.5.1 PyYAML==6.0.3 tqdm==4.70.1
+GPU_AV := av==18.1.0
 gpu-prep: $(STAMP)
 	mkdir -p .gpu/wheels .gpu/assets .gl /tmp/amd64/partial
 	for v in 3.10 3.11 3.12 3.13; do $(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $$v \
 		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .gpu/wheels $(GPU_WHEELS); done
+	# PyAV (video I/O) bundles FFmpeg: one abi3 wheel (~36 MB, CPython 3.11+) keeps .gpu/ within one carry
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d .gpu/wheels $(GPU_AV)
 	cp -r $(MEGA_RT_ASSETS)/meshconv $(MEGA_RT_ASSETS)/segmentation .gpu/assets/
 	o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'; apt-get $$o update -q && \
 		cd .gl && apt-get $$o download libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2
