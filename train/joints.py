@@ -20,16 +20,16 @@ class RegressorError(ValueError):
 
 
 def _from_smpl_model(path: Path) -> np.ndarray:
+    """The J_regressor of an SMPL model .pkl, read without running code from the file (train.safe_pickle)."""
+    from train.data.smpl import SmplError, load_struct
+
     try:
-        import smplx
+        reg = load_struct(path).J_regressor
     except ImportError:
         raise RegressorError(f"{path}: reading an SMPL model file needs smplx (pip install 'mega-rt[smpl]')") from None
-    try:
-        # smplx reads SMPL model files with pickle (the official .pkl format)
-        model = smplx.SMPL(model_path=str(path))
-    except Exception as e:  # smplx raises assorted errors on foreign files
-        raise RegressorError(f"{path}: not a usable SMPL model file ({type(e).__name__}: {str(e)[:120]})") from None
-    return model.J_regressor.detach().cpu().numpy()
+    except SmplError as e:
+        raise RegressorError(str(e)) from None
+    return reg.toarray() if hasattr(reg, "toarray") else np.asarray(reg)  # the SMPL release stores it sparse
 
 
 def load_joint_regressor(path: str | Path) -> torch.Tensor:

@@ -20,22 +20,21 @@ class SmplError(ValueError):
     """An SMPL model file that cannot be used; the message names the file and the fix."""
 
 
-def _load_struct(path: Path):
+def load_struct(path: Path):
     from smplx.utils import Struct
 
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     elif path.suffix == ".pkl":
-        import pickle
+        from train.safe_pickle import UnsafePickle, load_data_pickle
 
         try:
-            with open(path, "rb") as fh:
-                data = pickle.load(fh, encoding="latin1")
-        except ModuleNotFoundError as e:  # the original SMPL release pickles chumpy arrays
-            raise SmplError(
-                f"{path}: needs the '{e.name}' module to unpickle; use a chumpy-free SMPL file (.npz or cleaned .pkl)"
-            ) from None
+            data = load_data_pickle(path)
+        except UnsafePickle as e:
+            raise SmplError(str(e)) from None
+        if not isinstance(data, dict):
+            raise SmplError(f"{path}: not an SMPL model file (a pickle of {type(data).__name__}, not of a dict)")
     else:
         raise SmplError(f"{path}: an SMPL model must be a .pkl or .npz file (or a folder of SMPL_<GENDER>.pkl)")
     missing = [k for k in SMPL_KEYS if k not in data]
@@ -76,7 +75,7 @@ class SmplBody:
         if key not in self._models:
             import smplx
 
-            struct = _load_struct(path)
+            struct = load_struct(path)
             num_betas = int(np.asarray(struct.shapedirs).shape[-1])
             self._models[key] = smplx.SMPL(str(path), data_struct=struct, num_betas=num_betas).eval()
         return self._models[key]
