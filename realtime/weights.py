@@ -13,7 +13,7 @@ cache, never into the working folder. The choice travels into the results file (
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -68,7 +68,9 @@ class Resolution:
 
     weights: WeightsChoice
     detector: DetectorChoice
-    notes: list = field(default_factory=list)
+
+    def warnings(self) -> list[str]:
+        return [f"warning: {w}" for w in (self.weights.warning, self.detector.warning) if w]
 
 
 def demo_choice() -> WeightsChoice:
@@ -236,9 +238,8 @@ def load_regressor_file(path: str | Path):
 
 
 def resolve_for_cli(kw: dict, echo: Callable[[str], None] = _stderr) -> Resolution:
-    """The shared model options of video / stream / bench pipeline -> weights and detector choices;
-    prints the warnings. `kw` gets `det_imgsz` set to what the demo detector needs when it is left at
-    its default."""
+    """The shared model options of video / stream / bench pipeline -> weights and detector choices
+    (`Resolution.warnings` to print once the stages are built)."""
     download = not kw.get("no_download") and not official.offline()
     progress = _tqdm_progress if sys.stderr.isatty() else None
     weights = None if kw.get("engine") else resolve_weights(
@@ -246,9 +247,6 @@ def resolve_for_cli(kw: dict, echo: Callable[[str], None] = _stderr) -> Resoluti
         echo, progress,
     )  # fmt: skip
     detector = resolve_detector(kw.get("detector"), kw.get("boxes"), download, echo)
-    for w in (weights.warning if weights else "", detector.warning):
-        if w:
-            echo(f"warning: {w}")
     return Resolution(weights or WeightsChoice(None, None, "engine", f"engine {kw.get('engine')}"), detector)
 
 

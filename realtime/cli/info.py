@@ -149,11 +149,22 @@ def fetch(dest, base_url, weights_kind, backbone, vqmae, from_path, api_url):
 
         return update
 
+    local_base = base_url is not None and (base_url.startswith("file://") or "://" not in base_url)
+    # with --weights official, assets already found (MEGA_RT_ASSETS or the cache) are not fetched again
+    names = assets.PRODUCT_ASSETS
+    if weights_kind == "official" and dest is None:
+        names = tuple(n for n, st in assets.asset_status().items() if not st.startswith("ok"))
+    if official.offline() and ((names and not local_base) or (weights_kind == "official" and not from_path)):
+        fail(
+            f"MEGA_RT_OFFLINE is set: nothing is downloaded. Copy the files of Zenodo record {official.RECORD_ID} "
+            f"({official.RECORD_URL}) here and run `mega-rt fetch --weights official --from DIR`; assets: --base-url DIR"
+        )
     try:
         paths = assets.fetch(
-            dest_root=Path(dest) if dest else None, base_url=base_url, progress_factory=progress_factory
+            names, dest_root=Path(dest) if dest else None, base_url=base_url, progress_factory=progress_factory
         )
-        click.echo(f"{len(paths)} assets verified in {paths[0].parents[1] if paths else dest}")
+        if paths or weights_kind != "official":
+            click.echo(f"{len(paths)} assets verified in {paths[0].parents[1] if paths else dest}")
         if weights_kind == "official":
             if from_path:
                 got = official.install_from(Path(from_path), backbones, vqmae, echo=click.echo)

@@ -240,6 +240,8 @@ def build_stages(kw: dict, fps: float | None = None):
         fail(str(e))
     except (AssetError, BackendError, EngineMismatch) as e:
         fail(str(e), 1)
+    for line in chosen.warnings():
+        click.echo(line, err=True)
     return detector, regressor, faces, what
 
 
