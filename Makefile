@@ -20,7 +20,7 @@ setup: $(STAMP)
 
 # The main job: a synthetic 2-person clip (with ground truth) through the whole pipeline. Runs on the
 # demo weights in train/demo_weights/ when present, else on random weights (the meshes then mean nothing).
-DEMO_WEIGHTS := $(if $(wildcard train/demo_weights/*.pt),,--random-weights)
+DEMO_WEIGHTS := $(if $(wildcard train/demo_weights/*.pt),--weights demo,--random-weights)
 demo: $(STAMP)
 	mkdir -p out
 	test -f "$(MEGA_RT_ASSETS)/meshconv/_pool0.npy" || $(BIN)/mega-rt fetch   # first run without ../shared: the public assets into the cache
@@ -80,7 +80,7 @@ README_CLIP := out/readme/clip
 readme-images: $(STAMP)
 	mkdir -p out/readme docs/images
 	$(BIN)/mega-rt synth $(README_CLIP).mp4 --people 3 --frames 16 --size 960x540 --seed 0
-	$(BIN)/mega-rt video $(README_CLIP).mp4 --boxes $(README_CLIP).npz --out out/readme/overlay.mp4 --no-progress
-	$(BIN)/mega-rt video $(README_CLIP).mp4 --boxes $(README_CLIP).npz --out out/readme/uncertainty.mp4 --samples 8 --no-progress
+	$(BIN)/mega-rt video $(README_CLIP).mp4 --boxes $(README_CLIP).npz --out out/readme/overlay.mp4 --weights demo --no-progress
+	$(BIN)/mega-rt video $(README_CLIP).mp4 --boxes $(README_CLIP).npz --out out/readme/uncertainty.mp4 --weights demo --samples 8 --no-progress
 	$(BIN)/python docs/frame_png.py out/readme/overlay.mp4 docs/images/overlay.png --frame 12 --width 960
 	$(BIN)/python docs/frame_png.py out/readme/uncertainty.mp4 docs/images/uncertainty.png --frame 12 --width 960

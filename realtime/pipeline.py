@@ -99,7 +99,6 @@ def run_pipeline(
     from realtime.collect import Collector
     from realtime.crop import Cropper
     from realtime.detect import keep_largest
-    from realtime.pose import pose
     from realtime.sinks import MeshExportSink, Mp4Sink, ResultsSink, WindowSink
     from realtime.smooth import OneEuroSmoother
     from train.geometry import default_focal
@@ -226,15 +225,7 @@ def run_pipeline(
                 break
             with timer.stage("detect"):
                 dets = [keep_largest(d, opts.max_people) for d in detector(batch)]
-            with timer.stage("crop", device):
-                frames_t = cropper.frames_to_tensor([f.image_bgr for f in batch])
-                crops = cropper(frames_t, dets)
-            with timer.stage("mega", device):
-                pred = regressor(crops)
-            with timer.stage("pose", device):
-                meshes = pose(pred, crops, spec.crop_focal)
-            with timer.stage("collect", device):
-                pending.append(collector.submit(batch, dets, pred, meshes))
+            pending.append(submit_batch(batch, dets, cropper, regressor, collector, timer))
             while len(pending) > lag:
                 deliver(pending.popleft())
         while pending:
@@ -281,6 +272,23 @@ def run_pipeline(
         summary.latency_ms = {f"p{q}": float(np.percentile(latencies, q)) for q in (50, 90, 99)}
     summary.outputs = [str(p) for p in (opts.out, opts.results, opts.export_dir) if p and Path(p).exists()]
     return summary
+
+
+def submit_batch(frames, detections, cropper, regressor, collector, timer: Timer):
+    """Crop, MEGA, pose and the one read-back of a batch of frames with their detections: the work of
+    the pipeline's main thread (and of the Python API) per batch. Returns the collector's Pending."""
+    from realtime.pose import pose
+
+    device = regressor.device
+    with timer.stage("crop", device):
+        frames_t = cropper.frames_to_tensor([f.image_bgr for f in frames])
+        crops = cropper(frames_t, detections)
+    with timer.stage("mega", device):
+        pred = regressor(crops)
+    with timer.stage("pose", device):
+        meshes = pose(pred, crops, regressor.spec.crop_focal)
+    with timer.stage("collect", device):
+        return collector.submit(frames, detections, pred, meshes)
 
 
 def _smoothed(r: FrameResult, smoother) -> FrameResult:

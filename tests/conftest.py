@@ -13,6 +13,8 @@ from tests.helpers import ASSETS, REFERENCE, ROOT
 os.environ.setdefault("MEGA_RT_ASSETS", str(ASSETS))
 # Tests never write into the user's real cache.
 os.environ.setdefault("MEGA_RT_CACHE", str(ROOT / ".pytest_cache" / "mega-rt-cache"))
+# Tests never download weights (a run without --weights would fetch the official ones on first use).
+os.environ.setdefault("MEGA_RT_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from train.io import atomic_write
+from train.io import fsync_path, temp_path
 
 _MESHCONV_BASE = (
     "https://raw.githubusercontent.com/papagina/MeshConvolution/master/"
@@ -79,7 +79,11 @@ class AssetError(RuntimeError):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("MEGA_RT_CACHE", Path.home() / ".cache" / "mega-rt")).expanduser()
+    """$MEGA_RT_CACHE, else $XDG_CACHE_HOME/mega-rt, else ~/.cache/mega-rt."""
+    if os.environ.get("MEGA_RT_CACHE"):
+        return Path(os.environ["MEGA_RT_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mega-rt"
 
 
 def search_dirs() -> list[Path]:
@@ -149,42 +153,103 @@ def download(
 
     An interrupted or wrong download never leaves a file at `dest`.
     """
+    return download_checked(url, dest, ("sha256", sha256), progress=progress, timeout=timeout)
+
+
+def url_of(location: str) -> str:
+    """A URL for `location`: http(s):// and file:// as given, a plain path as a file:// URL."""
+    if "://" in location:
+        return location
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def download_checked(
+    url: str,
+    dest: Path,
+    checksum: tuple[str, str],
+    size: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout: float = 30.0,
+    resume: bool = False,
+    verify: Callable[[Path], None] | None = None,
+) -> Path:
+    """Download `url` to `dest`, keeping it only if its `checksum` (("sha256" | "md5", hex)) and `size`
+    match and `verify(path)` accepts it; nothing is ever left at `dest` otherwise.
+
+    With `resume`, the bytes go to `<dest>.part`, which survives an interrupted transfer; the next call
+    asks the server for the rest (HTTP Range) and starts over when the server sends the whole file.
+    Without it, the transfer goes to a temporary name that is removed on any failure."""
     import urllib.error
     import urllib.request
 
+    algo, expected = checksum
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-
-    def check_sha(_tmp: Path) -> None:
-        if h.hexdigest() != sha256:
+    url = url_of(url)
+    part = dest.with_name(dest.name + ".part") if resume else temp_path(dest)
+    done = part.stat().st_size if resume and part.is_file() else 0
+    if size is not None and done > size:
+        part.unlink()
+        done = 0
+    h = hashlib.new(algo)
+    try:
+        headers = {"Range": f"bytes={done}-"} if done and url.startswith("http") else {}
+        if done and not headers:
+            done = 0  # no ranges on file:// URLs: read it again
+        if done < (size if size is not None else done + 1):
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                if done and getattr(resp, "status", 200) != 206:
+                    done = 0  # the server ignored the range: the whole file follows
+                total = resp.headers.get("Content-Length")
+                total = int(total) + done if total is not None else size
+                if done:
+                    with open(part, "rb") as f:  # the hash covers the bytes already there
+                        while block := f.read(1 << 20):
+                            h.update(block)
+                with open(part, "ab" if done else "wb") as out:
+                    while block := resp.read(1 << 16):
+                        out.write(block)
+                        h.update(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, total)
+        else:
+            with open(part, "rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+        got = part.stat().st_size
+        expected_size = size if size is not None else got
+        if got != expected_size:
+            raise AssetError(f"{url}: transfer interrupted ({got} of {expected_size} bytes); run the fetch again")
+        if h.hexdigest() != expected:
+            part.unlink(missing_ok=True)
             raise AssetError(
-                f"{url}: sha256 mismatch (got {h.hexdigest()[:12]}…, expected {sha256[:12]}…); "
+                f"{url}: {algo} mismatch (got {h.hexdigest()[:12]}…, expected {expected[:12]}…); "
                 f"the upstream file changed or the download is corrupt — nothing was saved"
             )
-
-    try:
-        with atomic_write(dest, verify=check_sha) as tmp:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
-                total = resp.headers.get("Content-Length")
-                total = int(total) if total is not None else None
-                done = 0
-                while block := resp.read(1 << 16):
-                    out.write(block)
-                    h.update(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
-            if total is not None and done != total:
-                raise AssetError(f"{url}: transfer interrupted ({done} of {total} bytes); run the fetch again")
-        return dest
-    except AssetError:
-        raise
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise AssetError(f"{url}: download failed ({reason}); check the connection and run the fetch again") from None
-    except Exception as e:  # http.client.IncompleteRead and friends
+        fsync_path(part)
+    except BaseException as e:
+        if not resume:
+            part.unlink(missing_ok=True)
+        if isinstance(e, AssetError) or not isinstance(e, Exception):
+            raise
+        if isinstance(e, (urllib.error.URLError, OSError, TimeoutError)):
+            reason = getattr(e, "reason", None) or e
+            raise AssetError(
+                f"{url}: download failed ({reason}); check the connection and run the fetch again"
+            ) from None
+        # http.client.IncompleteRead and friends
         raise AssetError(f"{url}: download failed ({type(e).__name__}: {e}); run the fetch again") from None
+    if verify is not None:
+        try:
+            verify(part)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+    os.replace(part, dest)
+    fsync_path(dest.parent)
+    return dest
 
 
 def fetch(
@@ -206,7 +271,7 @@ def fetch(
         if dest.is_file() and sha256_of(dest) == asset.sha256:
             out.append(dest)
             continue
-        url = f"{base_url.rstrip('/')}/{name}" if base_url else asset.url
+        url = f"{url_of(base_url).rstrip('/')}/{name}" if base_url else asset.url
         progress = progress_factory(name) if progress_factory else None
         out.append(download(url, dest, asset.sha256, progress))
     return out

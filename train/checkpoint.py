@@ -99,7 +99,11 @@ def load_strict(module: torch.nn.Module, state_dict: dict, source: str, what: st
 
 
 def infer_mega_config(state_dict: dict) -> MegaConfig:
-    """Pick the shipped config matching an official MEGA state dict's backbone."""
+    """The shipped config of an official MEGA state dict's backbone, with the sizes its tensors show.
+
+    Official files carry no config. The released ones have the shipped sizes; a smaller network saved
+    the official way (the same code at another width or depth) gets its widths and depths from the
+    shapes. Head counts do not show in any shape and stay the shipped config's."""
     if "backbone.pos_embed" in state_dict:
         name = "mega_vit"
     elif "backbone.0.weight" in state_dict:
@@ -108,7 +112,59 @@ def infer_mega_config(state_dict: dict) -> MegaConfig:
         name = "mega_hrnet"
     else:
         raise CheckpointError("cannot tell the backbone from the checkpoint keys")
-    return builtin_config(name, MegaConfig)
+    cfg = builtin_config(name, MegaConfig)
+    sizes = transformer_sizes(state_dict)
+    if cfg.backbone == "hrnet" and "backbone.transition1.0.0.weight" in state_dict:
+        sizes["hrnet_width"] = int(state_dict["backbone.transition1.0.0.weight"].shape[0])
+    elif cfg.backbone == "resnet":
+        sizes["resnet_blocks"] = tuple(_count_indexed(state_dict, f"backbone.{stage}.") for stage in (4, 5, 6, 7))
+    elif cfg.backbone == "vit" and "backbone.patch_embed.proj.weight" in state_dict:
+        patch = state_dict["backbone.patch_embed.proj.weight"].shape
+        sizes.update(vit_embed_dim=int(patch[0]), vit_patch=int(patch[-1]),
+                     vit_depth=_count_indexed(state_dict, "backbone.blocks."))  # fmt: skip
+        if sizes["vit_embed_dim"] % cfg.vit_heads:
+            sizes["vit_heads"] = 1  # the head count cannot be read; one head still computes the same shapes
+    if "decoder.cond_emb.weight" in state_dict:
+        sizes["cond_dim"] = int(state_dict["decoder.cond_emb.weight"].shape[1])
+    return _with_sizes(cfg, sizes)
+
+
+def transformer_sizes(state_dict: dict) -> dict:
+    """emb_dim, seq_length, num_embeddings, dim_tokens and layer counts read from the token transformer's
+    tensors (MEGA and the pre-training model share them)."""
+    sizes = {}
+    if "encoder.pos_embedding" in state_dict:
+        seq, _, emb = state_dict["encoder.pos_embedding"].shape
+        sizes.update(seq_length=int(seq), emb_dim=int(emb))
+    if "encoder.proj.weight" in state_dict:
+        sizes["num_embeddings"] = int(state_dict["encoder.proj.weight"].shape[0])
+    if "decoder.head.weight" in state_dict:
+        sizes["dim_tokens"] = int(state_dict["decoder.head.weight"].shape[0])
+    for part in ("encoder", "decoder"):
+        n = _count_indexed(state_dict, f"{part}.transformer.")
+        if n:
+            sizes[f"{part}_layers"] = n
+    return sizes
+
+
+def _count_indexed(state_dict: dict, prefix: str) -> int:
+    """How many sub-modules `prefix0.`, `prefix1.`, ... the keys name."""
+    idx = {k[len(prefix) :].split(".", 1)[0] for k in state_dict if k.startswith(prefix)}
+    return len([i for i in idx if i.isdigit()])
+
+
+def _with_sizes(cfg: MegaConfig, sizes: dict) -> MegaConfig:
+    from dataclasses import replace
+
+    changed = {k: v for k, v in sizes.items() if getattr(cfg, k) != v}
+    if not changed:
+        return cfg
+    heads = {}
+    emb = changed.get("emb_dim", cfg.emb_dim)
+    for h in ("encoder_heads", "decoder_heads"):
+        if emb % getattr(cfg, h):
+            heads[h] = 1
+    return replace(cfg, name=f"{cfg.name}-from-shapes", **changed, **heads)
 
 
 def load_mega(path, cfg: MegaConfig | None = None, with_encoder: bool = True):
@@ -154,6 +210,8 @@ def load_pretrain_model(path, cfg: MegaConfig | None = None):
     ckpt = read_checkpoint(path)
     if cfg is None:
         cfg = _embedded_config(ckpt, MegaConfig, "mega_hrnet", path)
+        if ckpt.get("config_type") != "MegaConfig":
+            cfg = _with_sizes(cfg, transformer_sizes(ckpt["model"]))
     model = PretrainModel(cfg)
     load_strict(model, ckpt["model"], str(path), "the pre-training model (VQMAE)")
     return model.eval(), cfg

@@ -21,15 +21,22 @@ def model_options(f):
     opts = [
         click.option(
             "--weights",
-            type=click.Path(dir_okay=False),
             default=None,
-            help="MEGA checkpoint (official CVQMAE/mega_* or own); default: the demo weights.",
+            metavar="official|demo|PATH",
+            help="MEGA weights: 'official' (the cache; fetched on first use), 'demo' (synthetic people only) or a checkpoint file; default: official when cached or fetchable, else demo (with a warning).",
         ),
+        click.option(
+            "--backbone",
+            type=click.Choice(["hrnet", "resnet", "vit"]),
+            default=None,
+            help="Which official MEGA (default hrnet).",
+        ),
+        click.option("--no-download", is_flag=True, help="Never download weights (also MEGA_RT_OFFLINE=1)."),
         click.option(
             "--mesh-weights",
             type=click.Path(dir_okay=False),
             default=None,
-            help="Mesh-VQ-VAE checkpoint (MESH_VQVAE/mesh_vqvae_54 or own).",
+            help="Mesh-VQ-VAE checkpoint (default: the one of the official or demo weights).",
         ),
         click.option(
             "--random-weights",
@@ -171,21 +178,23 @@ def build_stages(kw: dict, fps: float | None = None):
         fail("--max-frames must be at least 1")
     if kw["max_batch"] < 1:
         fail("--batch must be at least 1")
-    for opt in ("weights", "mesh_weights", "boxes"):
+    for opt in ("mesh_weights", "boxes"):
         if kw[opt] and not os.path.isfile(kw[opt]):
             fail(f"--{opt.replace('_', '-')} {kw[opt]}: no such file")
-    if kw["random_weights"] and kw["weights"]:
-        fail("--random-weights and --weights exclude each other")
     try:
+        from realtime.weights import resolve_for_cli
         from train.assets import find_asset
 
         _, faces = read_template_ply(find_asset(TEMPLATE_ASSET))
+        chosen = resolve_for_cli(kw)
+        kw["run_meta"] = {**chosen.weights.meta(), **chosen.detector.meta()}
+        det_imgsz = chosen.detector.imgsz if chosen.detector.imgsz and kw["det_imgsz"] == 640 else kw["det_imgsz"]
         threads = torch.get_num_threads()
         detector = build_detector(
-            None if kw["boxes"] else kw["detector"],
+            chosen.detector.spec,
             kw["boxes"],
             kw["det_conf"],
-            kw["det_imgsz"],
+            det_imgsz,
             not kw["no_track"],
             device if device != "cpu" else "cpu",
             fps,
@@ -199,7 +208,8 @@ def build_stages(kw: dict, fps: float | None = None):
             cfg = None
             if kw["random_weights"]:
                 cfg = mega_config(kw["config_ref"])
-            models, what = load_models(kw["weights"], kw["mesh_weights"], kw["random_weights"], cfg, kw["seed"])
+            models, what = load_models(chosen.weights.mega, chosen.weights.mesh, kw["random_weights"], cfg, kw["seed"])
+            what = chosen.weights.description if chosen.weights.source != "random" else what
         precision = kw.get("precision", "auto")
         if precision == "auto":
             precision = "fp16" if device.startswith("cuda") else "fp32"
@@ -215,11 +225,8 @@ def build_stages(kw: dict, fps: float | None = None):
         fail(str(e))
     except (AssetError, BackendError, EngineMismatch) as e:
         fail(str(e), 1)
-    if kw["random_weights"]:
-        click.echo(
-            "warning: random weights - the meshes are noise; for real ones see `mega-rt fetch --weights official`",
-            err=True,
-        )
+    for line in chosen.warnings():
+        click.echo(line, err=True)
     return detector, regressor, faces, what
 
 
@@ -326,7 +333,7 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_p
     )
     options = PipelineOptions(
         source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
-        max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what},
+        max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]},
     )  # fmt: skip
     _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress), options)
 
@@ -365,22 +372,6 @@ def stream(camera, show, out, results, no_progress, **kw):
     is_file = not camera.isdigit() and "://" not in camera
     detector, regressor, faces, what = build_stages(kw, source_fps(camera))
     options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],
-                              max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what})  # fmt: skip
+                              max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]})  # fmt: skip
     summary = run_with_progress(options, kw, detector, regressor, faces, "stream", no_progress)
     _report(summary, options)
-
-
-def official_weights_help() -> str:
-    """What `mega-rt fetch --weights official` prints (no network: the record is large and licensed)."""
-    from train.assets import cache_dir
-
-    dest = cache_dir() / "weights"
-    return "\n".join([
-        "The official MEGA checkpoints are in Zenodo record 14974141: https://zenodo.org/records/14974141",
-        "Download its archive(s) in a browser or with `wget https://zenodo.org/records/14974141/files/<NAME>?download=1`, unpack, and keep:",
-        "  CVQMAE/mega_hrnet (or mega_resnet, mega_vit)  - MEGA",
-        "  MESH_VQVAE/mesh_vqvae_54                      - the Mesh-VQ-VAE tokenizer",
-        f"Suggested place: {dest}/ (the cache; $MEGA_RT_CACHE moves it). Then run, e.g.:",
-        f"  mega-rt video IN.mp4 --weights {dest}/CVQMAE/mega_hrnet --mesh-weights {dest}/MESH_VQVAE/mesh_vqvae_54",
-        "Check the record's licence before use. Without them, mega-rt runs on the demo weights in train/demo_weights/.",
-    ])  # fmt: skip

@@ -496,9 +496,9 @@ def test_without_weights_the_message_says_how_to_get_them(street, tmp_path):
     assert "--random-weights" in r.output and "fetch --weights official" in r.output
 
 
-def test_fetch_official_weights_prints_the_zenodo_record():
-    r = _cli(["fetch", "--weights", "official"], expect=0)
-    assert "14974141" in r.output and "mesh_vqvae_54" in r.output
+def test_fetch_official_weights_offline_names_the_record_and_the_offline_install():
+    r = _cli(["fetch", "--weights", "official"], expect=2)
+    assert "14974141" in r.output and "--from DIR" in r.output
 
 
 @pytest.mark.slow
