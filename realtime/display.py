@@ -6,9 +6,9 @@ when its first window finds no X server, so the question has to be settled befor
     problem = display_problem()      # None: a window can open; else why not, in a few words
 
 The checks, cheapest first: OpenCV has a GUI at all; DISPLAY or WAYLAND_DISPLAY is set; an X client
-connection to DISPLAY succeeds (libX11's XOpenDisplay through ctypes). Where libX11 cannot be loaded,
-or only Wayland is set, a child process opens and closes an OpenCV window itself, so that an abort
-there costs nothing here.
+connection to DISPLAY succeeds (libX11's XOpenDisplay through ctypes, where libX11 loads). Then a child
+process opens and closes an OpenCV window itself (the toolkit may still fail where libX11 did not,
+e.g. a missing xcb plugin library), so that an abort there costs nothing here.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def display_problem(env: dict | None = None) -> str | None:
     x_display, wayland = env.get("DISPLAY", ""), env.get("WAYLAND_DISPLAY", "")
     if not x_display and not wayland:
         return "neither DISPLAY nor WAYLAND_DISPLAY is set"
-    if x_display:
-        connects = x_connects(x_display)
-        if connects is not None:
-            return None if connects else f"cannot connect to the X display {x_display}"
+    if x_display and x_connects(x_display) is False:
+        return f"cannot connect to the X display {x_display}"
+    # the X server answers (or cannot be asked): whether OpenCV's toolkit opens a window on it is only
+    # known by trying, where an abort costs nothing
     return _probe_in_child(env)
 
 
