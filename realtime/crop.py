@@ -37,6 +37,54 @@ def square_boxes(boxes_xyxy, input_hw: tuple[int, int], scale: float = BOX_SCALE
     return center, size.clip(min=4.0)
 
 
+BOX_FAULTS = ("not finite", "inverted or zero-area", "outside the frame")
+
+
+def box_faults(boxes_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(K,4) xyxy boxes of a width x height frame -> (K,) int8: 0 usable, else 1 + an index of BOX_FAULTS.
+
+    A box partly inside the frame is usable (the crop pads black); one wholly outside would become a
+    person made of padding, and a non-finite or empty box has no crop at all."""
+    b = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    faults = np.zeros(len(b), np.int8)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(b).all(1)
+        empty = ~((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+        outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= width) | (b[:, 1] >= height)
+    faults[outside] = 3
+    faults[empty] = 2
+    faults[~finite] = 1
+    return faults
+
+
+class BoxCheck:
+    """Drops the boxes `box_faults` finds unusable and counts them by fault, for one line at the end."""
+
+    def __init__(self):
+        self.dropped = dict.fromkeys(BOX_FAULTS, 0)
+
+    def __call__(self, boxes_xyxy: np.ndarray, width: int, height: int, *columns: np.ndarray) -> tuple:
+        """(boxes, *columns) with the unusable rows removed from each."""
+        faults = box_faults(boxes_xyxy, width, height)
+        if not faults.any():
+            return (boxes_xyxy, *columns)
+        for i, name in enumerate(BOX_FAULTS, start=1):
+            self.dropped[name] += int((faults == i).sum())
+        keep = faults == 0
+        return (boxes_xyxy[keep], *(c[keep] for c in columns))
+
+    @property
+    def total(self) -> int:
+        return sum(self.dropped.values())
+
+    def note(self) -> str | None:
+        """ "5 boxes dropped (2 not finite, 3 outside the frame)", or None when none was."""
+        if not self.total:
+            return None
+        parts = ", ".join(f"{n} {name}" for name, n in self.dropped.items() if n)
+        return f"{self.total} box{'es' if self.total != 1 else ''} dropped ({parts})"
+
+
 class Cropper:
     def __init__(
         self, input_hw: tuple[int, int], mean, std, device="cpu", box_scale: float = BOX_SCALE, max_supersample: int = 4

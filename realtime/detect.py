@@ -86,6 +86,16 @@ class BoxesDetector:
         if "boxes_xyxy" not in data:
             raise DetectorError(f"{path}: has no boxes_xyxy array (or frame + box_xyxy rows of a mega-rt results file)")
         boxes = data["boxes_xyxy"].astype(np.float32)
+        if boxes.ndim not in (2, 3) or boxes.shape[-1] != 4:
+            raise DetectorError(
+                f"{path}: boxes_xyxy has shape {boxes.shape}; expected (frames, people, 4) or (rows, 4)"
+            )
+        for key in ("frame", "track_id", "score") if boxes.ndim == 2 else ():
+            if key in data and data[key].shape != (len(boxes),):
+                raise DetectorError(f"{path}: {key} has shape {data[key].shape} but boxes_xyxy has {len(boxes)} rows")
+        from realtime.crop import BoxCheck
+
+        self.check = BoxCheck()  # the boxes no crop can use, dropped per frame (its size known) and counted
         self.by_frame: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.tracker = None
         if boxes.ndim == 3:
@@ -93,7 +103,8 @@ class BoxesDetector:
             vis = data.get("visibility", np.ones((f, k), np.float32))
             for i in range(f):
                 size = np.minimum(boxes[i, :, 2] - boxes[i, :, 0], boxes[i, :, 3] - boxes[i, :, 1])
-                keep = (vis[i] >= min_visibility) & (size >= min_size)
+                tiny = (size > 0) & (size < min_size)  # unusable boxes stay, for self.check to count
+                keep = (vis[i] >= min_visibility) & ~tiny
                 self.by_frame[i] = (boxes[i][keep], np.ones(keep.sum(), np.float32), np.arange(k)[keep])
         elif boxes.ndim == 2 and "frame" in data:
             frames = data["frame"].astype(np.int64)
@@ -116,6 +127,7 @@ class BoxesDetector:
         b, s, t = self.by_frame.get(
             frame.index, (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
         )
+        b, s, t = self.check(b, frame.image_bgr.shape[1], frame.image_bgr.shape[0], s, t)
         if self.tracker is not None:  # also on frames without rows: lost tracks age
             b, s, t = self.tracker.update(b, s)
         if len(b) == 0:

@@ -73,6 +73,7 @@ def score_results(results_path, truth_path, regressor=None, min_iou: float = 0.5
     res = _load(results_path, ("frame", "track_id", "box_xyxy", "verts", "cam_t"), "mega-rt video results file")
     gt = _load(truth_path, ("verts_cam", "boxes_xyxy"), "mega-rt synth ground-truth file")
     frames, people = gt["boxes_xyxy"].shape[:2]
+    _same_clip(res, gt, frames, results_path, truth_path)
     visibility = gt.get("visibility", np.ones((frames, people), np.float32))
     if len(res["frame"]) and int(res["frame"].max()) >= frames:
         raise ScoreError(
@@ -115,6 +116,24 @@ def score_results(results_path, truth_path, regressor=None, min_iou: float = 0.5
         **errors,
     }  # fmt: skip
     return out
+
+
+def _same_clip(res: dict, gt: dict, frames: int, results_path: Path, truth_path: Path) -> None:
+    """Refuse results of another clip: a frame size or frame count (read, not only written) that differs
+    would score every person as missed, and the errors as NaN."""
+    if "image_size_wh" in res and "image_size_wh" in gt:
+        got, want = (tuple(int(v) for v in np.ravel(x[k])) for x, k in ((res, "image_size_wh"), (gt, "image_size_wh")))
+        if got != want:
+            raise ScoreError(
+                f"{results_path}: frames of {got[0]}x{got[1]} but {truth_path} is {want[0]}x{want[1]} (results of another clip?)"
+            )
+    if "num_frames" in res:
+        read = sum(int(res.get(k, 0)) for k in ("num_frames", "frames_skipped", "frames_dropped"))
+        if read != frames:
+            raise ScoreError(
+                f"{results_path}: covers {read} frames but {truth_path} has {frames} (results of another clip, or a "
+                "--max-frames run: score a run over the whole clip)"
+            )
 
 
 def _add_errors(sums: dict, pred: list, truth: list, regressor) -> None:

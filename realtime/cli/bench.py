@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import click
 
-from realtime.cli.common import fail, mega_config, parse_batches
-from realtime.cli.video import build_stages, model_options, run_with_progress, video_fps
+from realtime.cli.common import fail, mega_config, parse_batches, refuse_overwriting_inputs
+from realtime.cli.video import (
+    build_stages,
+    check_model_options,
+    input_files,
+    model_options,
+    run_with_progress,
+    video_fps,
+)
 
 
 @click.group("bench")
@@ -223,8 +230,10 @@ def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
 
     from realtime.pipeline import PipelineOptions
 
+    check_model_options(kw)
     if frame_batch < 1:
-        fail("--frame-batch must be at least 1")
+        fail(f"--frame-batch {frame_batch}: must be at least 1")
+    refuse_overwriting_inputs({"--json": json_path}, input_files(kw, IN=input_path))
     detector, regressor, faces, what = build_stages(kw, video_fps(input_path))
     with tempfile.TemporaryDirectory() as tmp:
         options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),

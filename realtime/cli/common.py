@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 
@@ -97,3 +99,31 @@ def parse_samples(text: str) -> tuple[int, ...]:
     if any(v < 1 for v in values):
         fail(f"--samples {text!r}: expected comma-separated positive integers, e.g. 1,5,10 (or an empty string)")
     return values
+
+
+def same_file(a, b) -> bool:
+    """Whether two paths name one file: after symlinks (realpath), and hard links too when both exist."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): realpath said all there is
+        return False
+
+
+def refuse_overwriting_inputs(outputs: dict, inputs: dict) -> None:
+    """One line and exit 2 when an output would replace an input file or another output.
+
+    `outputs` and `inputs` map what the user calls a path (an option name, e.g. "--results") to the
+    path; None entries are skipped. Compared after symlinks and hard links."""
+    outs = [(name, str(p)) for name, p in outputs.items() if p]
+    ins = [(name, str(p)) for name, p in inputs.items() if p]
+    for i, (out_name, out) in enumerate(outs):
+        for in_name, inp in ins:
+            if same_file(out, inp):
+                fail(
+                    f"{out_name} {out} is the input {in_name} {inp}: it would be overwritten; choose another {out_name}"
+                )
+        for other_name, other in outs[i + 1 :]:
+            if same_file(out, other):
+                fail(f"{out_name} {out} and {other_name} {other} are the same file; give them different names")

@@ -11,7 +11,7 @@ import os
 
 import click
 
-from realtime.cli.common import fail, mega_config
+from realtime.cli.common import fail, mega_config, refuse_overwriting_inputs
 
 EXIT_INTERRUPTED = 130
 
@@ -130,6 +130,91 @@ def model_options(f):
     return f
 
 
+MAX_SAMPLES = 64  # Q hypotheses: each one is T full MEGA passes per person; more only runs longer
+MAX_STEPS = 64  # T decoding steps: past the token count a step has nothing left to reveal
+
+
+def check_model_options(kw: dict) -> None:
+    """One line (exit 2) for any shared option value that cannot run, before a file is opened or a
+    model loaded."""
+    import math
+    import re
+
+    device = kw["device"]
+    if device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        fail(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if kw["threads"] is not None and kw["threads"] < 1:
+        fail(f"--threads {kw['threads']}: must be at least 1 (leave it out for the default)")
+    if not 1 <= kw["samples"] <= MAX_SAMPLES:
+        fail(f"--samples {kw['samples']}: expected 1 (deterministic) to {MAX_SAMPLES} hypotheses")
+    if kw["steps"] is not None and not 1 <= kw["steps"] <= MAX_STEPS:
+        fail(f"--steps {kw['steps']}: expected 1 to {MAX_STEPS} decoding steps")
+    if kw["temperature"] is not None and not (math.isfinite(kw["temperature"]) and kw["temperature"] >= 0):
+        fail(f"--temperature {kw['temperature']}: expected a finite number >= 0 (0: no sampling noise)")
+    if not 0.0 <= kw["det_conf"] <= 1.0:
+        fail(f"--det-conf {kw['det_conf']}: a confidence threshold is between 0 and 1")
+    if kw["det_imgsz"] < 32 or kw["det_imgsz"] % 32:
+        fail(
+            f"--det-imgsz {kw['det_imgsz']}: expected a positive multiple of 32 (the detector's stride), e.g. 320 or 640"
+        )
+    for opt, name in (("max_people", "--max-people"), ("max_frames", "--max-frames"), ("max_batch", "--batch")):
+        if kw[opt] is not None and kw[opt] < 1:
+            fail(f"{name} {kw[opt]}: must be at least 1")
+    for opt in ("weights", "mesh_weights", "boxes"):
+        if kw[opt] and not (opt == "weights" and kw[opt] in ("official", "demo")) and not os.path.isfile(kw[opt]):
+            fail(f"--{opt.replace('_', '-')} {kw[opt]}: no such file")
+    if kw["random_weights"] and kw["weights"]:
+        fail("--random-weights and --weights exclude each other")
+
+
+def input_files(kw: dict, **named) -> dict:
+    """The files a run reads, by the option that names them: `named` (e.g. IN=path) and the shared
+    options' files (weights, boxes, a detector or config file, an engine folder's files)."""
+    from pathlib import Path
+
+    files = dict(named)
+    for opt in ("weights", "mesh_weights", "boxes", "detector", "config_ref"):
+        path = kw.get(opt)
+        if path and os.path.isfile(path):
+            files["--config" if opt == "config_ref" else f"--{opt.replace('_', '-')}"] = path
+    if kw.get("engine") and os.path.isdir(kw["engine"]):
+        for f in sorted(Path(kw["engine"]).iterdir()):
+            if f.is_file():
+                files[f"--engine file {f.name}:"] = f
+    return files
+
+
+def results_name(results: str) -> str:
+    """--results must name an .npz (its .jsonl goes beside it): a one-line error otherwise."""
+    from pathlib import Path
+
+    if Path(results).suffix.lower() != ".npz":
+        fail(f"--results {results}: must be an .npz file (the .jsonl summary is written beside it)")
+    return results
+
+
+def output_files(out: str | None, results: str | None, export_dir: str | None = None) -> dict:
+    """The files a run writes, by the option that names them (the .jsonl beside --results included)."""
+    from pathlib import Path
+
+    jsonl = str(Path(results).with_suffix(".jsonl")) if results else None
+    return {"--out": out, "--results": results, "--results' .jsonl": jsonl, "--export-meshes": export_dir}
+
+
+def _boxes_note(detector, boxes_path: str | None, frame_count: int) -> None:
+    """One warning line for the --boxes rows that were dropped or never reached, if any."""
+    check = getattr(detector, "check", None)
+    if not boxes_path or check is None:
+        return
+    notes = [check.note()] if check.note() else []
+    frames = list(getattr(detector, "by_frame", {}).items())
+    missing = sum(len(rows[0]) for f, rows in frames if f < 0 or (frame_count > 0 and f >= frame_count))
+    if missing:
+        notes.append(f"{missing} boxes on frames the video does not have (< 0 or >= {frame_count})")
+    if notes:
+        click.echo(f"warning: --boxes {boxes_path}: {'; '.join(notes)}", err=True)
+
+
 def source_fps(spec: str) -> float:
     """The tracker's clock: a file's frame rate, 30 for a camera or URL (realtime/video_read.py)."""
     from realtime.video_read import nominal_fps
@@ -161,6 +246,7 @@ def build_stages(kw: dict, fps: float | None = None):
     from train.checkpoint import CheckpointError
     from train.synthetic.body import TEMPLATE_ASSET, read_template_ply
 
+    check_model_options(kw)
     device = kw["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     if kw["threads"]:
         torch.set_num_threads(kw["threads"])
@@ -169,18 +255,9 @@ def build_stages(kw: dict, fps: float | None = None):
         # them (measured on 2 cores: 1 torch thread 10.2 fps, 2 threads 3.0 fps end to end)
         torch.set_num_threads(max(1, (os.cpu_count() or 2) - 2))
     if device.startswith("cuda") and not torch.cuda.is_available():
-        fail("--device cuda: no CUDA GPU is visible to torch")
-    if kw["samples"] < 1 or (kw["steps"] is not None and kw["steps"] < 1):
-        fail("--samples and --steps must be at least 1")
-    if kw["max_people"] is not None and kw["max_people"] < 1:
-        fail("--max-people must be at least 1")
-    if kw["max_frames"] is not None and kw["max_frames"] < 1:
-        fail("--max-frames must be at least 1")
-    if kw["max_batch"] < 1:
-        fail("--batch must be at least 1")
-    for opt in ("mesh_weights", "boxes"):
-        if kw[opt] and not os.path.isfile(kw[opt]):
-            fail(f"--{opt.replace('_', '-')} {kw[opt]}: no such file")
+        fail(f"--device {device}: no CUDA GPU is visible to torch")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        fail(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     try:
         from realtime.weights import resolve_for_cli
         from train.assets import find_asset
@@ -273,6 +350,7 @@ def run_with_progress(options, kw, detector, regressor, faces, progress_label: s
         fail(str(e), 1)
     finally:
         bar.close()
+    _boxes_note(detector, kw["boxes"], source.frame_count)
     return summary
 
 
@@ -284,6 +362,32 @@ def _report(summary, options):
         click.echo(f"wrote {p}")
     if summary.status == "interrupted":
         raise SystemExit(EXIT_INTERRUPTED)
+
+
+def check_video_outputs(input_path: str, out, results, export_dir, no_render: bool, kw: dict) -> tuple:
+    """(out, results) of `mega-rt video` with their defaults; one line (exit 2) for an output that
+    cannot be written or would replace an input."""
+    from pathlib import Path
+
+    from realtime.sinks import SinkError, check_writable
+
+    if no_render and out:
+        fail(f"--out {out} and --no-render exclude each other: --no-render writes no overlay video")
+    stem = Path(input_path).stem
+    if not no_render:
+        out = out or f"{stem}_mega.mp4"
+        if Path(out).suffix.lower() != ".mp4":
+            fail(f"--out {out}: must be an .mp4 file")
+    results = results_name(results or (str(Path(out).with_suffix(".npz")) if out else f"{stem}_mega.npz"))
+    outputs = output_files(out, results, export_dir)
+    refuse_overwriting_inputs(outputs, input_files(kw, IN=input_path))
+    try:
+        for p in (out, results):
+            if p:
+                check_writable(Path(p))
+    except SinkError as e:
+        fail(str(e))
+    return out, results
 
 
 @click.command("video")
@@ -306,36 +410,68 @@ def _report(summary, options):
 )
 @click.option("--export-format", type=click.Choice(["obj", "ply"]), default="obj", show_default=True)
 @click.option("--frame-batch", type=int, default=4, show_default=True, help="Frames whose people share one MEGA call.")
+@click.option(
+    "--no-render",
+    is_flag=True,
+    help="Results only (no overlay video, no OpenGL/EGL needed); default results: <IN stem>_mega.npz.",
+)
 @click.option("--no-progress", is_flag=True)
 @model_options
-def video(input_path, out, results, export_dir, export_format, frame_batch, no_progress, **kw):
+def video(input_path, out, results, export_dir, export_format, frame_batch, no_render, no_progress, **kw):
     """Process a whole video file: overlay mp4 (input fps and size) + results npz/jsonl."""
-    from pathlib import Path
-
     from realtime.pipeline import PipelineOptions
-    from realtime.sinks import SinkError, check_writable
 
-    fps = video_fps(input_path)
-    out = out or f"{Path(input_path).stem}_mega.mp4"
-    if Path(out).suffix.lower() != ".mp4":
-        fail(f"--out {out}: must be an .mp4 file")
-    results = results or str(Path(out).with_suffix(".npz"))
-    try:
-        for p in (out, results):
-            check_writable(Path(p))
-    except SinkError as e:
-        fail(str(e))
+    check_model_options(kw)
     if frame_batch < 1:
-        fail("--frame-batch must be at least 1")
+        fail(f"--frame-batch {frame_batch}: must be at least 1")
+    out, results = check_video_outputs(input_path, out, results, export_dir, no_render, kw)
+    fps = video_fps(input_path)
     detector, regressor, faces, what = build_stages(kw, fps)
+    targets = ", ".join(p for p in (out, results) if p)
     click.echo(
-        f"{input_path} -> {out}, {results}  ({what}, backend {kw['backend']}, {'Q=%d stochastic' % kw['samples'] if kw['samples'] > 1 else 'deterministic'}, detector {getattr(detector, 'name', '?')})"
+        f"{input_path} -> {targets}  ({what}, backend {kw['backend']}, {'Q=%d stochastic' % kw['samples'] if kw['samples'] > 1 else 'deterministic'}, detector {getattr(detector, 'name', '?')})"
     )
     options = PipelineOptions(
         source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
         max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]},
     )  # fmt: skip
     _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress), options)
+
+
+def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: dict) -> bool:
+    """Whether the live window opens; one line (exit 2) for outputs that cannot be written or would
+    replace an input, and one line when there is no display but a recording to go on with."""
+    from pathlib import Path
+
+    from realtime.display import display_problem
+    from realtime.sinks import SinkError, check_writable
+
+    if no_render and (show or out):
+        fail("--no-render writes results only: it excludes --show and --out")
+    if out and Path(out).suffix.lower() != ".mp4":
+        fail(f"--out {out}: must be an .mp4 file")
+    if results:
+        results_name(results)
+    is_file = not camera.isdigit() and "://" not in camera
+    refuse_overwriting_inputs(output_files(out, results), input_files(kw, **({"--camera": camera} if is_file else {})))
+    try:
+        for p in (out, results):
+            if p:
+                check_writable(Path(p))
+    except SinkError as e:
+        fail(str(e))
+    if no_render or show is False:
+        if not (out or results):
+            fail("nothing to do: no window; record with --out OUT.mp4 and/or --results OUT.npz")
+        return False
+    problem = display_problem()
+    if problem is None:
+        return True
+    if not (out or results):
+        fail(f"no display ({problem}) for --show; record with --out OUT.mp4 and/or --results OUT.npz")
+    targets = " and ".join(p for p in (out, results) if p)
+    click.echo(f"no display ({problem}): --show is off; recording continues to {targets}", err=True)
+    return False
 
 
 @click.command("stream")
@@ -348,27 +484,17 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_p
 @click.option("--show/--no-show", default=None, help="Live window (default: on when a display exists).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also record the overlay to this mp4.")
 @click.option("--results", default=None, type=click.Path(dir_okay=False), help="Also write the results npz.")
+@click.option("--no-render", is_flag=True, help="Results only (no window, no overlay, no OpenGL/EGL needed).")
 @click.option("--no-progress", is_flag=True)
 @model_options
-def stream(camera, show, out, results, no_progress, **kw):
+def stream(camera, show, out, results, no_render, no_progress, **kw):
     """Live input: stays real time by dropping frames when behind; latency percentiles on exit."""
-    from pathlib import Path
-
     from realtime.pipeline import PipelineOptions
-    from realtime.sinks import SinkError, check_writable
 
     if camera is None:
         fail("give --camera 0 (a camera index), a URL or a video file")
-    if show is None:
-        show = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    if not (show or out or results):
-        fail("nothing to do: no display for --show; record with --out OUT.mp4 and/or --results OUT.npz")
-    try:
-        for p in (out, results):
-            if p:
-                check_writable(Path(p))
-    except SinkError as e:
-        fail(str(e))
+    check_model_options(kw)
+    show = check_stream_outputs(camera, show, out, results, no_render, kw)
     is_file = not camera.isdigit() and "://" not in camera
     detector, regressor, faces, what = build_stages(kw, source_fps(camera))
     options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],

@@ -11,7 +11,7 @@ from realtime.types import Frame
 
 
 def _frames(n):
-    return [Frame(index=i, image_bgr=np.zeros((8, 8, 3), np.uint8), captured_s=0.0) for i in range(n)]
+    return [Frame(index=i, image_bgr=np.zeros((120, 160, 3), np.uint8), captured_s=0.0) for i in range(n)]
 
 
 def test_a_results_file_is_read_as_boxes_rows(tmp_path):
