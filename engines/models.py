@@ -213,9 +213,9 @@ def models_on(models: Models, device) -> Models:
     import copy
     import dataclasses
 
-    from engines.backends.torch_backend import _module_device, normalise_device
+    from engines.backends.torch_backend import module_device, normalise_device
 
-    if device is None or _module_device(models.full) == normalise_device(device):
+    if device is None or module_device(models.full) == normalise_device(device):
         return models
     full, oneshot, mesh_vqvae = copy.deepcopy((models.full, models.oneshot, models.mesh_vqvae))
     return dataclasses.replace(

@@ -156,7 +156,8 @@ class MegaRunner:
 
         t0 = time.perf_counter()
         enc = self.backends["encode"].run({"images": images})
-        image_tokens = enc["image_tokens"].to(device)
+        # a copy: backends may reuse the buffer (inductor's CUDA graphs overwrite it on their next call)
+        image_tokens = enc["image_tokens"].to(device, copy=True)
         pose = {k: enc[k].clone() for k in ("rot6d", "rotmat", "cam_crop")}
         sync()
         clock["encode"] = time.perf_counter() - t0

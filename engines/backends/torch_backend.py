@@ -53,8 +53,8 @@ class TorchBackend:
         self.graph = graph
         self.inputs = inputs
         self.outputs = outputs
-        self._device = normalise_device(device) if device is not None else _module_device(module)
-        if _module_device(module) != self._device:
+        self._device = normalise_device(device) if device is not None else module_device(module)
+        if module_device(module) != self._device:
             # graph adapters share the caller's models: move a copy, never the caller's modules
             module = copy.deepcopy(module)
         self.module = module.eval().to(self._device)
@@ -66,6 +66,13 @@ class TorchBackend:
         if self.compile_mode is None:
             self._fn = self.module
         else:
+            import torch._dynamo
+
+            # dynamo keeps its compiled entries per code object: the fixed-length step graphs of one
+            # loop share StepGraph.forward (one entry per step and batch bucket, 35 for T=5), past the
+            # default limit of 8, after which it would run the rest eagerly
+            limits = torch._dynamo.config
+            limits.recompile_limit = max(limits.recompile_limit, 128)
             mode = None if self.compile_mode == "default" else self.compile_mode
             self._fn = torch.compile(self.module, mode=mode, dynamic=False)
         self._captured: dict[tuple, tuple[torch.cuda.CUDAGraph, list[torch.Tensor], tuple[torch.Tensor, ...]]] = {}
@@ -116,7 +123,7 @@ def normalise_device(device) -> torch.device:
     return device
 
 
-def _module_device(module: torch.nn.Module) -> torch.device:
+def module_device(module: torch.nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
     return torch.device("cpu")
