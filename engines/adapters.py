@@ -16,6 +16,9 @@ Four graphs cover both inference modes (DESIGN.md, style 6):
             reveal (`train.sampling.sample_step`, a 55-wide sort + gather + compare). The noise is
             standard Gumbel noise and is scaled by `temperature` inside the graph, so the host passes
             A(1 - t/T) per row and the same noise as `train.sampling.generate` draws.
+    step_vK the same signature and outputs, for a step whose rows all show exactly K visible tokens:
+            the encoder gathers those K and runs over 1 + K positions instead of N + 1 (static shapes, one
+            graph per K; a T-step loop needs `fixed_step_graphs(N, T)`, e.g. K = 0, 2, 10, 22, 37)
     mesh    tokens (R,N) i32 -> verts (R,V,3): codebook lookup + Mesh-VQ-VAE decoder
 
 Interfaces are precision-independent: inputs and outputs are float32 / int32 / bool whatever the
@@ -65,6 +68,31 @@ GRAPHS: dict[str, GraphIO] = {
 # Which graphs one export builds.
 ONESHOT_GRAPHS = ("oneshot",)
 STOCHASTIC_GRAPHS = ("encode", "step", "mesh")
+
+FIXED_STEP_PREFIX = "step_v"
+
+
+def fixed_step_name(visible_before: int) -> str:
+    """Name of the fixed-length step graph for rows showing `visible_before` tokens (signature of `step`)."""
+    return f"{FIXED_STEP_PREFIX}{int(visible_before)}"
+
+
+def fixed_step_count(graph: str) -> int | None:
+    """`visible_before` of a fixed-length step graph name, None for any other graph."""
+    rest = graph[len(FIXED_STEP_PREFIX) :] if graph.startswith(FIXED_STEP_PREFIX) else ""
+    return int(rest) if rest.isdigit() else None
+
+
+def fixed_step_graphs(num_tokens: int, steps: int) -> tuple[str, ...]:
+    """The fixed-length step graphs a T-step loop needs, one per step: the counts visible before each
+    step, 0 then n_1 .. n_{T-1} of `train.sampling.visible_counts` (0, 2, 10, 22, 37 for N=54, T=5)."""
+    before = [0, *sampling.visible_counts(num_tokens, steps)[:-1]]
+    return tuple(fixed_step_name(n) for n in before)
+
+
+def graph_io(graph: str) -> GraphIO:
+    """The interface of `graph`; fixed-length step graphs share the `step` signature."""
+    return GRAPHS["step"] if fixed_step_count(graph) is not None else GRAPHS[graph]
 
 
 # ---- precision ----------------------------------------------------------------------------------
@@ -179,18 +207,28 @@ class EncodeGraph(nn.Module):
 
 
 class StepGraph(nn.Module):
-    """One fixed-shape stochastic step (see the module docstring for the signature)."""
+    """One fixed-shape stochastic step (see the module docstring for the signature).
 
-    def __init__(self, model: nn.Module):
+    `visible_before=None`: any step, the encoder over all N positions with a key-padding mask.
+    `visible_before=n`: only a step whose rows all show exactly n visible tokens (the fixed-length step
+    graph `step_v{n}`): the encoder gathers those n tokens and runs over 1 + n positions
+    (`TokenEncoder.forward_fixed`), with the same inputs and outputs.
+    """
+
+    def __init__(self, model: nn.Module, visible_before: int | None = None):
         super().__init__()
         if model.encoder is None:
             raise ValueError("StepGraph needs MEGA with its token encoder (Mega(cfg, with_encoder=True))")
         self.model = model
+        self.visible_before = visible_before
         self.dtype = _model_dtype(model)
 
     def forward(self, image_tokens, tokens, visible, token_noise, confidence_noise, temperature, num_visible):
         tokens = tokens.long()
-        cls, feats = self.model.encoder.forward_padded(tokens, visible)
+        if self.visible_before is None:
+            cls, feats = self.model.encoder.forward_padded(tokens, visible)
+        else:
+            cls, feats = self.model.encoder.forward_fixed(tokens, visible, self.visible_before)
         slots = self.model.decoder.slots(cls, feats, visible)
         logits, _ = self.model.decoder(image_tokens.to(self.dtype), slots)
         # the sampling runs in fp32 whatever the network precision (ties and the reveal cut are exact there)
@@ -230,9 +268,14 @@ def example_inputs(
     n, s = cfg.seq_length, cfg.num_embeddings
     if graph in ("oneshot", "encode"):
         feeds = {"images": torch.randn(batch, 3, cfg.input_height, cfg.input_width, generator=g)}
-    elif graph == "step":
+    elif graph == "step" or fixed_step_count(graph) is not None:
         rows = batch * samples
-        visible = torch.rand(rows, n, generator=g) < 0.3
+        fixed = fixed_step_count(graph)
+        if fixed is None:
+            visible = torch.rand(rows, n, generator=g) < 0.3
+        else:  # exactly `fixed` visible tokens per row, at random positions
+            ranks = torch.rand(rows, n, generator=g).argsort(1).argsort(1)
+            visible = ranks < fixed
         tokens = torch.where(visible, torch.randint(0, s, (rows, n), generator=g), torch.zeros((), dtype=torch.long))
         feeds = {
             "image_tokens": torch.randn(rows, cfg.cond_length, cfg.emb_dim, generator=g),
@@ -277,8 +320,10 @@ def graph_specs(graph: str, cfg, num_verts: int = 6890):
         ),
         "mesh": ({"tokens": ("int32", (-1, n))}, {"verts": ("float32", (-1, num_verts, 3))}),
     }
+    if fixed_step_count(graph) is not None:
+        graph = "step"
     if graph not in table:
-        raise KeyError(f"unknown graph {graph!r} ({', '.join(GRAPHS)})")
+        raise KeyError(f"unknown graph {graph!r} ({', '.join(GRAPHS)}, {FIXED_STEP_PREFIX}N)")
     ins, outs = table[graph]
     assert tuple(ins) == GRAPHS[graph].inputs and tuple(outs) == GRAPHS[graph].outputs
     return (

@@ -81,7 +81,7 @@ def bench_backend(
     progress=print,
 ) -> tuple[list[BenchResult], dict]:
     """Figures for `backend` (torch | onnxruntime | tensorrt); returns (results, meta)."""
-    from engines.adapters import ONESHOT_GRAPHS, STOCHASTIC_GRAPHS, example_inputs
+    from engines.adapters import ONESHOT_GRAPHS, STOCHASTIC_GRAPHS, example_inputs, fixed_step_graphs
     from engines.export import ExportSpec
     from engines.load import load_graph_backends
     from engines.manifest import Manifest
@@ -99,6 +99,12 @@ def bench_backend(
             names = STOCHASTIC_GRAPHS if mode == "stochastic" else ONESHOT_GRAPHS
             graphs = torch_backends(models, names, precision, samples, device, compile, cuda_graphs)
             runners[mode] = MegaRunner(graphs, cfg.seq_length, cfg.num_embeddings, samples, steps, cfg.temperature)
+            if mode == "stochastic":  # the same loop on the fixed-length step graphs, timed beside it
+                names = ("encode", *dict.fromkeys(fixed_step_graphs(cfg.seq_length, steps)), "mesh")
+                graphs = torch_backends(models, names, precision, samples, device, compile, cuda_graphs)
+                runners["fixed"] = MegaRunner(
+                    graphs, cfg.seq_length, cfg.num_embeddings, samples, steps, cfg.temperature
+                )
             continue
         spec = ExportSpec(
             format="tensorrt" if backend == "tensorrt" else "onnx",
@@ -136,36 +142,46 @@ def bench_backend(
             results.append(r)
             if not stochastic:
                 continue
-            runner = runners["stochastic"]
-            gen = torch.Generator(device=dev).manual_seed(0)
-            stages: dict[str, list[float]] = {"encode": [], "step": [], "mesh": []}
-
-            def run():
-                t = {}
-                runner.stochastic(images, generator=gen, timings=t)
-                for k, v in t.items():
-                    stages[k].append(v)
-
-            total = time_calls(run, repeats, warmup, dev)
-            for k in stages:
-                stages[k] = stages[k][warmup:]  # drop the warm-up calls
-            for name, times in (
-                ("encode (once per crop)", stages["encode"]),
-                (f"step x{runner.steps} (Q={runner.samples})", stages["step"]),
-                (f"mesh decode (Q={runner.samples})", stages["mesh"]),
-            ):
-                r = bench_result(f"{backend} stoch {name}", b, times, b)
-                progress(r.line())
-                results.append(r)
-            r = bench_result(
-                f"{backend} stochastic total",
-                b,
-                total,
-                b,
-                samples=runner.samples,
-                steps=runner.steps,
-                step_ms=round(statistics.median(stages["step"]) / runner.steps, 2),
-            )
-            progress(r.line())
-            results.append(r)
+            for key, label in (("stochastic", ""), ("fixed", " fixed-length")):
+                if key in runners:
+                    results += _bench_stochastic(
+                        runners[key], images, b, f"{backend}{label}", repeats, warmup, dev, progress
+                    )
     return results, meta
+
+
+def _bench_stochastic(runner, images, b, label, repeats, warmup, dev, progress) -> list[BenchResult]:
+    """encode / T steps / mesh medians and the total of one runner's stochastic loop."""
+    results = []
+    gen = torch.Generator(device=dev).manual_seed(0)
+    stages: dict[str, list[float]] = {"encode": [], "step": [], "mesh": []}
+
+    def run():
+        t = {}
+        runner.stochastic(images, generator=gen, timings=t)
+        for k, v in t.items():
+            stages[k].append(v)
+
+    total = time_calls(run, repeats, warmup, dev)
+    for k in stages:
+        stages[k] = stages[k][warmup:]  # drop the warm-up calls
+    for name, times in (
+        ("encode (once per crop)", stages["encode"]),
+        (f"step x{runner.steps} (Q={runner.samples})", stages["step"]),
+        (f"mesh decode (Q={runner.samples})", stages["mesh"]),
+    ):
+        r = bench_result(f"{label} stoch {name}", b, times, b)
+        progress(r.line())
+        results.append(r)
+    r = bench_result(
+        f"{label} stochastic total",
+        b,
+        total,
+        b,
+        samples=runner.samples,
+        steps=runner.steps,
+        step_ms=round(statistics.median(stages["step"]) / runner.steps, 2),
+    )
+    progress(r.line())
+    results.append(r)
+    return results

@@ -177,7 +177,9 @@ def export_engine(
             # an example batch of 1 would be specialised by torch.export; use 2 when the range allows
             example = min(max(2, spec.batch[0]), spec.batch[2])
             feeds = adapters.example_inputs(g, example, cfg, spec.rows(g), seed=i)
-            target = PlanTarget(folder / f"{g}.plan", shapes, int(spec.workspace_gib * (1 << 30)), timing_cache)
+            target = PlanTarget(
+                folder / f"{g}.plan", shapes, int(spec.workspace_gib * (1 << 30)), timing_cache, spec.precision
+            )
             info = build_plan_torch_tensorrt(module, feeds, target, log=progress)
             ins, outs = plan_io_names(folder / f"{g}.plan")
             ours = adapters.GRAPHS[g]
@@ -198,7 +200,9 @@ def export_engine(
                 from engines.trt_build import PlanTarget, build_plan
 
                 progress(f"[{i}/{n}] {g}: building TensorRT {trt_info.tensorrt_version} plan for {trt_info.gpu_name}")
-                target = PlanTarget(folder / f"{g}.plan", shapes, int(spec.workspace_gib * (1 << 30)), timing_cache)
+                target = PlanTarget(
+                    folder / f"{g}.plan", shapes, int(spec.workspace_gib * (1 << 30)), timing_cache, spec.precision
+                )
                 built = build_plan(folder / f"{g}.onnx", target, log=progress)
                 info.update(built, file=f"{g}.plan")
         info["profile"] = profile

@@ -155,9 +155,21 @@ def prepare_for_serving(models: Models, warn=_stderr) -> Models:
     return models
 
 
-def graph_module(graph: str, models: Models, precision: str = "fp32", samples: int = 1) -> torch.nn.Module:
-    """The export adapter of `graph`, in `precision` (a cast copy; the models stay fp32)."""
-    cast = lambda m: adapters.cast_for_precision(m, precision)  # noqa: E731
+def graph_module(
+    graph: str, models: Models, precision: str = "fp32", samples: int = 1, casts: dict | None = None
+) -> torch.nn.Module:
+    """The export adapter of `graph`, in `precision` (a cast copy; the models stay fp32).
+
+    `casts`: a dict shared by the calls of one set of graphs, so that the step graphs of one loop
+    share one cast copy of MEGA instead of one each."""
+    casts = {} if casts is None else casts
+
+    def cast(m):
+        key = (id(m), precision)
+        if key not in casts:
+            casts[key] = adapters.cast_for_precision(m, precision)
+        return casts[key]
+
     # bf16 keeps 8 mantissa bits, ~4 mm at a metre: the mesh decoder (token ids in, vertices out) stays
     # fp32 there; fp16 (~0.5 mm) is cast, and its error is part of the measured vertex error
     cast_mesh = (lambda m: m) if precision == "bf16" else cast  # noqa: E731
@@ -167,22 +179,48 @@ def graph_module(graph: str, models: Models, precision: str = "fp32", samples: i
         return adapters.EncodeGraph(cast(models.full), samples).eval()
     if graph == "step":
         return adapters.StepGraph(cast(models.full)).eval()
+    if adapters.fixed_step_count(graph) is not None:
+        return adapters.StepGraph(cast(models.full), adapters.fixed_step_count(graph)).eval()
     if graph == "mesh":
         return adapters.MeshDecoderGraph(cast_mesh(models.mesh_vqvae)).eval()
     raise KeyError(f"unknown graph {graph!r} ({', '.join(adapters.GRAPHS)})")
 
 
 def torch_backends(
-    models: Models, graphs, precision: str = "fp32", samples: int = 1, device=None, compile=False, cuda_graphs=False
+    models: Models, graphs, precision: str = "fp32", samples: int = 1, device=None, compile=None, cuda_graphs=False
 ) -> dict:
-    """graph name -> TorchBackend running that graph's adapter over `models`."""
+    """graph name -> TorchBackend running that graph's adapter over `models`.
+
+    `graphs` may name fixed-length step graphs (`adapters.fixed_step_graphs(N, T)`); `compile` is a
+    torch.compile mode ("default", "reduce-overhead", "max-autotune") or None/False for eager (True
+    means "default"); `cuda_graphs` captures one CUDA graph per input shape (see TorchBackend)."""
     from engines.backends.torch_backend import TorchBackend
 
+    models = models_on(models, device)
+    casts: dict = {}
     out = {}
     for g in graphs:
         ins, outs = adapters.graph_specs(g, models.cfg, NUM_VERTS)
-        out[g] = TorchBackend(graph_module(g, models, precision, samples), ins, outs, g, device, compile, cuda_graphs)
+        module = graph_module(g, models, precision, samples, casts)
+        out[g] = TorchBackend(module, ins, outs, g, device, compile, cuda_graphs)
     return out
+
+
+def models_on(models: Models, device) -> Models:
+    """`models` on `device`: the same objects when they are there already, else one copy of all three
+    (the two MEGA forms keep sharing their backbone and decoder), so that the graphs of one runner
+    share one copy and the caller's models stay where they are."""
+    import copy
+    import dataclasses
+
+    from engines.backends.torch_backend import module_device, normalise_device
+
+    if device is None or module_device(models.full) == normalise_device(device):
+        return models
+    full, oneshot, mesh_vqvae = copy.deepcopy((models.full, models.oneshot, models.mesh_vqvae))
+    return dataclasses.replace(
+        models, full=full.to(device), oneshot=oneshot.to(device), mesh_vqvae=mesh_vqvae.to(device)
+    )
 
 
 def normalisation(models: Models) -> dict:

@@ -1,8 +1,10 @@
 """ONNX -> TensorRT plan (TensorRT 10.x and 11.x), and torch-tensorrt -> plan.
 
 Precision lives in the ONNX graph (engines.adapters.cast_for_precision), and the network is strongly
-typed on both major versions: 11.x is always strongly typed and has no FP16/BF16 builder flags; on
-10.x we ask for STRONGLY_TYPED so that the same ONNX file gives the same precision on both. Each plan
+typed on both major versions: 11.x is always strongly typed, has no FP16/BF16 builder flags and
+deprecates the STRONGLY_TYPED creation flag (not passed there); on 10.x we ask for STRONGLY_TYPED so
+that the same ONNX file gives the same precision on both. fp32 plans clear BuilderFlag.TF32 (on by
+default), so that an fp32 engine computes fp32 matmuls and convolutions (`build_flags`). Each plan
 gets one optimization profile (min/opt/max of the batch), a workspace limit, and a timing cache shared
 by every build on the same TensorRT version and GPU (keyed in the file name), which turns rebuilds of
 a known graph from minutes into seconds.
@@ -65,10 +67,34 @@ def logger(trt):
     return _LOGGER
 
 
-def _network_flags(trt) -> int:
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    # 10.x: opt in (precision then comes from the graph, like 11.x); 11.x: accepted and ignored
-    return 0 if flag is None else 1 << int(flag)
+@dataclass(frozen=True)
+class BuildFlags:
+    """What a build sets, by the names the TensorRT Python API gives them."""
+
+    network: tuple[str, ...]  # NetworkDefinitionCreationFlag members to set
+    clear: tuple[str, ...]  # BuilderFlag members to clear
+
+
+def build_flags(tensorrt_version: str, precision: str) -> BuildFlags:
+    """The flags of a build on `tensorrt_version` of a graph in `precision` (fp32 | fp16 | bf16).
+
+    10.x: STRONGLY_TYPED, so that precision comes from the graph as on 11.x; 11.x: nothing (strong typing
+    is always on and the flag is deprecated). fp32: TF32 cleared (it would round fp32 matmul and
+    convolution inputs to 10 mantissa bits); fp16/bf16 graphs keep it for their few fp32 layers.
+    """
+    try:
+        major = int(str(tensorrt_version).split(".")[0])
+    except ValueError:
+        raise BuildError(f"TensorRT version {tensorrt_version!r} is not MAJOR.MINOR...") from None
+    if major < 10:
+        raise BuildError(f"TensorRT {tensorrt_version}: mega-rt builds with TensorRT 10 or 11; upgrade it")
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise BuildError(f"precision {precision!r}: use fp32, fp16 or bf16")
+    return BuildFlags(("STRONGLY_TYPED",) if major == 10 else (), ("TF32",) if precision == "fp32" else ())
+
+
+def _network_flags(trt, flags: BuildFlags) -> int:
+    return sum(1 << int(getattr(trt.NetworkDefinitionCreationFlag, name)) for name in flags.network)
 
 
 @dataclass(frozen=True)
@@ -79,6 +105,7 @@ class PlanTarget:
     profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # input name -> (min, opt, max) shapes
     workspace_bytes: int
     timing_cache: Path | None = None  # shared by builds on the same TensorRT version and GPU
+    precision: str = "fp32"  # the graph's precision: fp32 plans are built without TF32
 
 
 def build_plan(onnx_path: str | Path, target: PlanTarget, log=print) -> dict:
@@ -89,8 +116,9 @@ def build_plan(onnx_path: str | Path, target: PlanTarget, log=print) -> dict:
     trt = require("tensorrt")
     onnx_path = Path(onnx_path)
     profile, timing_cache_path = target.profile, target.timing_cache
+    flags = build_flags(trt.__version__, target.precision)
     builder = trt.Builder(logger(trt))
-    network = builder.create_network(_network_flags(trt))
+    network = builder.create_network(_network_flags(trt, flags))
     parser = trt.OnnxParser(network, logger(trt))
     # parse_from_file resolves external weight files next to the model
     if not parser.parse_from_file(str(onnx_path)):
@@ -100,6 +128,8 @@ def build_plan(onnx_path: str | Path, target: PlanTarget, log=print) -> dict:
         )
 
     config = builder.create_builder_config()
+    for name in flags.clear:
+        config.clear_flag(getattr(trt.BuilderFlag, name))
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(target.workspace_bytes))
     opt_profile = builder.create_optimization_profile()
     names = {network.get_input(i).name for i in range(network.num_inputs)}
@@ -117,7 +147,11 @@ def build_plan(onnx_path: str | Path, target: PlanTarget, log=print) -> dict:
         blob = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
         cache = config.create_timing_cache(blob)
         # a cache from another TensorRT build or GPU must not be mixed in silently
-        config.set_timing_cache(cache, False)
+        if not config.set_timing_cache(cache, False):
+            raise BuildError(
+                f"{timing_cache_path}: TensorRT {trt.__version__} rejects this timing cache (another TensorRT "
+                "build or GPU wrote it?); delete the file and the next build writes a new one"
+            )
 
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
@@ -174,23 +208,42 @@ def build_plan_torch_tensorrt(module, feeds: dict, target: PlanTarget, log=print
         for n, t in feeds.items()
     ]
     convert = torch_trt.dynamo.convert_exported_program_to_serialized_trt_engine
-    wanted = {
+    # the module is cast already and torch-tensorrt >= 2.13 keeps the dtypes it is given (explicit
+    # typing): no precision options, which 2.14 no longer has
+    options = {
         "arg_inputs": inputs,
         "workspace_size": int(target.workspace_bytes),
-        "use_explicit_typing": True,  # keep the precision the module was cast to (strong typing)
         "require_full_compilation": True,
-        "timing_cache_path": str(target.timing_cache) if target.timing_cache else None,
+        "disable_tf32": target.precision == "fp32",
     }
-    accepted = inspect.signature(convert).parameters
-    kwargs = {k: v for k, v in wanted.items() if k in accepted and v is not None}
+    if target.timing_cache:
+        options["timing_cache_path"] = str(target.timing_cache)
+    options = checked_options(convert, options, f"torch-tensorrt {torch_trt.__version__}")
     try:
-        plan = convert(exported, **kwargs)
+        plan = convert(exported, **options)
     except Exception as e:
         raise BuildError(f"{plan_path.name}: torch-tensorrt conversion failed: {str(e).splitlines()[0][:300]}") from e
     if not plan:
         raise BuildError(f"{plan_path.name}: torch-tensorrt returned no engine (an unsupported op? see the log above)")
     seconds = time.perf_counter() - t0
     return _save_plan(plan, target, seconds, log, how=f" with torch-tensorrt {torch_trt.__version__}")
+
+
+def checked_options(fn, options: dict, what: str) -> dict:
+    """`options`, if every key is a parameter `fn` names; else a BuildError naming the unknown keys.
+
+    A `**kwargs` catch-all does not count: a library that swallows an option it no longer has (as
+    torch-tensorrt did with `enabled_precisions`) would otherwise build something else than asked.
+    """
+    params = inspect.signature(fn).parameters
+    named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(options) - named)
+    if unknown:
+        raise BuildError(
+            f"{what}: {getattr(fn, '__name__', fn)} has no option {', '.join(unknown)}; "
+            "this mega-rt does not support this version, install the one constraints.txt pins"
+        )
+    return options
 
 
 def plan_io_names(plan_path: str | Path) -> tuple[list[str], list[str]]:

@@ -131,6 +131,7 @@ def plan(out: Path, device: str, tiny: bool) -> list[Step]:
         str(j),
     ]
     steps.append(Step("stochastic Q=8 T=5", stochastic, 90, j))
+    steps.append(stochastic_steps(out, cfg, device, first, tiny, cuda_graphs=False))
     for n in people:
         clip = out / f"clip_{n}p.mp4"
         frames = 8 if tiny else (120 if n > 10 else 240)
@@ -166,16 +167,35 @@ def plan(out: Path, device: str, tiny: bool) -> list[Step]:
     steps.append(Step(f"live {people[1]}p paced", live, 90))
     if cuda:
         steps += [
+            stochastic_steps(out, cfg, device, first, tiny, cuda_graphs=True),
             oneshot("bf16", "eager"),
             oneshot("bf16", "cuda-graphs"),
             oneshot("fp16", "compiled"),
             oneshot("bf16", "compiled"),
         ]
+        # the pipeline replays CUDA graphs by default on a GPU: the same clip without them
+        n = people[-1]
+        clip = out / f"clip_{n}p.mp4"
+        j = out / f"pipeline_{n}p_norender_no_cuda_graphs.json"
+        argv = ["bench", "pipeline", str(clip), "--boxes", str(clip.with_suffix(".npz")), "--random-weights", "--config", cfg,
+                "--device", device, "--no-render", "--no-cuda-graphs", "--json", str(j)]  # fmt: skip
+        steps.append(Step(f"pipeline {n}p no render no cuda graphs", argv, 120, j))
     elif not tiny:
         steps.append(oneshot(first, "compiled"))
     if not tiny:
         steps.append(Step("gpu tests", ["-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"], 150, module="pytest"))
     return steps
+
+
+def stochastic_steps(out: Path, cfg: str, device: str, precision: str, tiny: bool, cuda_graphs: bool) -> Step:
+    """Stochastic Q=8 T=5 on the torch backend, stage by stage: the full-length step graph and the
+    fixed-length step graphs (the encoder over the visible tokens only) timed in the same run."""
+    tag = "cuda_graphs" if cuda_graphs else "eager"
+    j = out / f"bench_stochastic_steps_q8_t5_{tag}.json"
+    argv = ["bench", "backend", "--backend", "torch", "--config", cfg, "--device", device, "--precision", precision,
+            "--stochastic", "--samples", "8", "--steps", "5", "--batch", "1" if tiny else "1,8",
+            "--repeats", "2" if tiny else "5", *(["--cuda-graphs"] if cuda_graphs else []), "--json", str(j)]  # fmt: skip
+    return Step(f"stochastic steps Q=8 T=5 {tag.replace('_', '-')}", argv, 150, j)
 
 
 def write_plain_clip(clip: Path, people: int, frames: int, size: str) -> None:

@@ -21,6 +21,10 @@ class WeightsMissing(RuntimeError):
     """No weights to run; the message says how to get them."""
 
 
+class RegressorOptionError(ValueError):
+    """Options that do not go together (CUDA graphs on a CPU, compile on an engine); one line for the user."""
+
+
 NO_WEIGHTS = (
     "no MEGA weights: the demo weights are not installed (train/demo_weights/, built by "
     "`mega-rt train --recipe configs/recipes/synthetic_demo.yaml --package`); pass --weights MEGA.pt --mesh-weights TOKENIZER.pt "
@@ -117,19 +121,67 @@ class Regressor:
         return res.tokens.view(b, q, -1), res.rotmat, res.cam_crop, mean, std
 
 
-def build_regressor(models=None, backend: str = "torch", engine=None, samples: int = 1, steps: int | None = None, temperature: float | None = None,
-                    max_batch: int = 32, device="cpu", seed: int = 0, threads: int | None = None, precision: str = "fp32") -> Regressor:  # fmt: skip
-    """A Regressor on the torch backend (from `models`) or on an exported engine folder."""
-    from engines.runner import MegaRunner
+def graph_options(device, backend: str, cuda_graphs: bool | None, compile: str | None) -> tuple[bool, str | None]:
+    """(cuda_graphs, compile mode) for a run: CUDA graphs default on where the device is CUDA and the
+    backend can replay them (torch, tensorrt); asking for them elsewhere, or for compile on another
+    backend than torch, is a RegressorOptionError."""
+    from engines.backends.base import BackendError
+    from engines.backends.torch_backend import compile_mode
 
-    graphs = ["encode", "step", "mesh"] if samples > 1 else ["oneshot"]
+    cuda = torch.device(device).type == "cuda"
+    if cuda_graphs and not cuda:
+        raise RegressorOptionError(
+            f"--cuda-graphs needs a CUDA device (the device is {device}); drop it or use --device cuda"
+        )
+    if cuda_graphs and backend == "onnxruntime":
+        raise RegressorOptionError("--cuda-graphs applies to the torch and tensorrt backends, not onnxruntime")
+    if cuda_graphs is None:
+        cuda_graphs = cuda and backend in ("torch", "tensorrt")
+    try:
+        mode = compile_mode(compile)
+    except BackendError as e:
+        raise RegressorOptionError(str(e)) from None
+    if mode is not None and backend != "torch":
+        raise RegressorOptionError(f"--compile applies to the torch backend; a {backend} engine is compiled already")
+    return cuda_graphs, mode
+
+
+def build_regressor(models=None, backend: str = "torch", engine=None, samples: int = 1, steps: int | None = None, temperature: float | None = None,
+                    max_batch: int = 32, device="cpu", seed: int = 0, threads: int | None = None, precision: str = "fp32",
+                    cuda_graphs: bool | None = None, compile: str | None = None, fixed_steps: bool = True) -> Regressor:  # fmt: skip
+    """A Regressor on the torch backend (from `models`) or on an exported engine folder.
+
+    `cuda_graphs` (None: on where the device is CUDA): replay CUDA graphs, one per batch bucket
+    (`engines.runner.BATCH_BUCKETS`; crops padded up to it, padded rows dropped), captured on first
+    use: the oneshot graph per bucket, or the whole stochastic loop per bucket with the Regressor's
+    seeded generator registered. `compile`: a torch.compile mode for the torch backend
+    ("default", "reduce-overhead", "max-autotune"; inductor's own CUDA graphs replace ours in the
+    last two). `fixed_steps`: the torch backend's stochastic steps run the fixed-length step graphs.
+    """
+    from engines.backends.torch_backend import INDUCTOR_GRAPH_MODES
+    from engines.runner import BATCH_BUCKETS, MegaRunner
+
+    cuda_graphs, compile = graph_options(device, backend, cuda_graphs, compile)
+    # static shapes (graphs, compile) want few batch sizes: pad to buckets, at most 64 crops a call
+    bucketed = cuda_graphs or compile is not None
+    graph_loop = samples > 1 and cuda_graphs and compile not in INDUCTOR_GRAPH_MODES
+    if bucketed:
+        max_batch = min(max_batch, max(BATCH_BUCKETS))
     if engine is None:
         if backend != "torch":
             raise WeightsMissing(f"--backend {backend} needs --engine DIR (build one with `mega-rt export`)")
+        from engines.adapters import fixed_step_graphs
         from engines.models import torch_backends
 
-        backends = torch_backends(models, graphs, precision, samples, device=device)
         cfg = models.cfg
+        steps = steps or cfg.steps
+        if samples > 1:
+            step_graphs = fixed_step_graphs(cfg.seq_length, steps) if fixed_steps else ("step",)
+            graphs = ["encode", *dict.fromkeys(step_graphs), "mesh"]
+        else:
+            graphs = ["oneshot"]
+        # the stochastic loop is captured as a whole (graph_loop): its graphs run eagerly inside it
+        backends = torch_backends(models, graphs, precision, samples, device, compile, cuda_graphs and not graph_loop)
         bb = models.full.backbone
         spec = RegressorSpec(
             (cfg.input_height, cfg.input_width), tuple(bb.mean), tuple(bb.std), cfg.crop_focal_length, max_batch
@@ -139,8 +191,10 @@ def build_regressor(models=None, backend: str = "torch", engine=None, samples: i
             cfg.seq_length,
             cfg.num_embeddings,
             samples,
-            steps or cfg.steps,
+            steps,
             cfg.temperature if temperature is None else temperature,
+            buckets=BATCH_BUCKETS if bucketed else None,
+            graph_loop=graph_loop,
         )
     else:
         from engines.load import load_runner
@@ -154,18 +208,26 @@ def build_regressor(models=None, backend: str = "torch", engine=None, samples: i
         if samples > 1 and manifest.samples != samples:
             raise WeightsMissing(f"{engine}: built for {manifest.samples} samples, not {samples}")
         opts = {"threads": threads} if backend == "onnxruntime" else {}
+        if backend == "tensorrt":
+            opts["cuda_graphs"] = cuda_graphs and not graph_loop
+        elif backend == "torch":
+            opts.update(device=device, compile=compile, cuda_graphs=cuda_graphs and not graph_loop)
         runner = load_runner(engine, backend=backend, **opts)
         if steps:
             runner.steps = steps
         if temperature is not None:
             runner.temperature = temperature
+        lo, hi = manifest.batch[0], manifest.batch[2]
+        if bucketed:  # the buckets inside the engine's profile, and its largest batch
+            runner.buckets = tuple(sorted({b for b in BATCH_BUCKETS if lo <= b <= hi} | {min(hi, max(BATCH_BUCKETS))}))
+            runner.graph_loop = graph_loop
         norm = manifest.normalisation
         spec = RegressorSpec(
             tuple(norm["input_hw"]),
             tuple(norm["mean"]),
             tuple(norm["std"]),
             manifest.mega_config.get("crop_focal_length", 1000.0),
-            min(max_batch, manifest.batch[2]),
+            min(max_batch, hi),
         )
         device = next(iter(runner.backends.values())).device
     return Regressor(runner, spec, samples, seed, device)

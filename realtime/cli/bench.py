@@ -152,7 +152,10 @@ def bench_model_cmd(
     "--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
     help="Graph precision; auto = what the pipeline and `mega-rt export` use (torch: fp16 on CUDA, fp32 on CPU; onnxruntime fp32; tensorrt fp16).",
 )  # fmt: skip
-@click.option("--compile", "compile_", is_flag=True, help="torch backend: torch.compile the graphs.")
+@click.option(
+    "--compile", "compile_", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default=None,
+    is_flag=False, flag_value="default", help="torch backend: torch.compile the graphs in this mode (bare --compile: default).",
+)  # fmt: skip
 @click.option("--cuda-graphs", is_flag=True, help="torch/tensorrt backends on CUDA: replay CUDA graphs per batch size.")
 def bench_backend_cmd(
     backend,

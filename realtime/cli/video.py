@@ -116,6 +116,21 @@ def model_options(f):
         click.option("--max-frames", type=int, default=None, help="Stop after N frames."),
         click.option("--batch", "max_batch", type=int, default=32, show_default=True, help="Most crops per MEGA call."),
         click.option("--device", default=None, help="cpu or cuda (default: cuda when available)."),
+        click.option(
+            "--cuda-graphs/--no-cuda-graphs",
+            "cuda_graphs",
+            default=None,
+            help="Replay MEGA as CUDA graphs, one per batch bucket 1/2/4/../64 (torch, tensorrt; default: on with a CUDA device).",
+        ),
+        click.option(
+            "--compile",
+            "compile_mode",
+            type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+            default=None,
+            is_flag=False,
+            flag_value="default",
+            help="torch backend: torch.compile MEGA in this mode (bare --compile: default; off unless given).",
+        ),
         click.option("--threads", type=int, default=None, help="torch CPU threads."),
         click.option(
             "--seed",
@@ -241,7 +256,7 @@ def build_stages(kw: dict, fps: float | None = None):
     from engines.backends.base import BackendError
     from engines.manifest import EngineMismatch
     from realtime.detect import DetectorError, build_detector
-    from realtime.infer import WeightsMissing, build_regressor, load_models
+    from realtime.infer import RegressorOptionError, WeightsMissing, build_regressor, graph_options, load_models
     from train.assets import AssetError
     from train.checkpoint import CheckpointError
     from train.synthetic.body import TEMPLATE_ASSET, read_template_ply
@@ -258,6 +273,10 @@ def build_stages(kw: dict, fps: float | None = None):
         fail(f"--device {device}: no CUDA GPU is visible to torch")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         fail(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    try:  # before anything loads: options that do not go together are one line
+        graph_options(device, kw["backend"], kw.get("cuda_graphs"), kw.get("compile_mode"))
+    except RegressorOptionError as e:
+        fail(str(e))
     try:
         from realtime.weights import resolve_for_cli
         from train.assets import find_asset
@@ -297,8 +316,8 @@ def build_stages(kw: dict, fps: float | None = None):
                 "--precision applies to the torch backend without --engine; an engine runs in the precision it was exported with"
             )
         regressor = build_regressor(models, kw["backend"], kw["engine"], kw["samples"], kw["steps"], kw["temperature"], kw["max_batch"], device,
-                                    kw["seed"], kw["threads"], precision)  # fmt: skip
-    except (WeightsMissing, DetectorError, CheckpointError) as e:
+                                    kw["seed"], kw["threads"], precision, kw.get("cuda_graphs"), kw.get("compile_mode"))  # fmt: skip
+    except (WeightsMissing, DetectorError, CheckpointError, RegressorOptionError) as e:
         fail(str(e))
     except (AssetError, BackendError, EngineMismatch) as e:
         fail(str(e), 1)

@@ -64,6 +64,15 @@ def stoch_fp32(models, engines_root):
     return export_engine(models, spec, engines_root, progress=lambda m: None, parity=False)
 
 
+@pytest.fixture(autouse=True)
+def fp32_reference_without_tf32():
+    """GPU parity: the torch reference computes fp32 matmuls and convolutions without TF32 (as fp32 plans)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _images(cfg, batch, seed=0):
     return adapters.example_inputs("oneshot", batch, cfg, seed=seed)["images"]
 
@@ -407,6 +416,10 @@ def _stand_in_tensorrt(calls: dict):
 
         def set_timing_cache(self, cache, ignore_mismatch):
             calls["ignore_mismatch"] = ignore_mismatch
+            return True
+
+        def clear_flag(self, flag):
+            calls.setdefault("cleared", []).append(flag)
 
     class Profile:
         shapes: dict = {}
@@ -421,6 +434,7 @@ def _stand_in_tensorrt(calls: dict):
     trt.__version__ = "10.99-stand-in"
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     trt.NetworkDefinitionCreationFlag = NS(STRONGLY_TYPED=0)
+    trt.BuilderFlag = NS(TF32="tf32")
     trt.MemoryPoolType = NS(WORKSPACE="workspace")
     trt.Builder = lambda logger: builder
     trt.OnnxParser = lambda net, logger: NS(parse_from_file=lambda path: True, num_errors=0)
@@ -444,6 +458,7 @@ def test_trt_build_plan_writes_plan_and_timing_cache_with_a_stand_in_tensorrt(tm
     assert (tmp_path / "out" / "oneshot.plan").read_bytes() == b"plan-bytes"
     assert (tmp_path / "timing.cache").read_bytes() == b"cache-out" and calls["cache_in"] == b"cache-in"
     assert calls["workspace"] == 1 << 30 and calls["profile"] == shapes and calls["ignore_mismatch"] is False
+    assert calls["cleared"] == ["tf32"]  # an fp32 plan is built without TF32
     assert info == {
         "seconds": info["seconds"],
         "bytes": len(b"plan-bytes"),

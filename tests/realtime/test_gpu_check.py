@@ -21,6 +21,11 @@ def test_the_cuda_plan_measures_every_figure_the_gpu_targets_name(tmp_path):
             assert argv[argv.index("--batch") + 1] == "1,8,32,64" and argv[argv.index("--precision") + 1] == precision
     q = steps["stochastic Q=8 T=5"].argv
     assert q[q.index("--samples") + 1] == "8" and q[q.index("--steps") + 1] == "5"
+    for mode in ("eager", "cuda-graphs"):  # full-length and fixed-length steps in one `bench backend` run
+        q = steps[f"stochastic steps Q=8 T=5 {mode}"].argv
+        assert q[:2] == ["bench", "backend"] and "--stochastic" in q and q[q.index("--samples") + 1] == "8"
+        assert q[q.index("--steps") + 1] == "5" and ("--cuda-graphs" in q) == (mode == "cuda-graphs")
+    assert "--no-cuda-graphs" in steps["pipeline 40p no render no cuda graphs"].argv
     for n in (1, 3, 40):
         assert steps[f"clip {n} people"].argv[steps[f"clip {n} people"].argv.index("--size") + 1] == "1280x720"
         assert (

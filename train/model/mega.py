@@ -88,6 +88,36 @@ class TokenEncoder(nn.Module):
         out = self.layer_norm(self.transformer(x, attend))
         return out[:, 0], out[:, 1:]
 
+    def forward_fixed(
+        self, tokens: torch.Tensor, visible: torch.Tensor, count: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` for rows that all show exactly `count` visible tokens, with static shapes.
+
+        In T-step sampling the visible count before each step is a constant of T, so the encoder can
+        run over 1 + count positions instead of all N (what `forward` does after a host-side count).
+        The visible positions are taken in ascending order with a top-k over unique keys (a stable
+        argsort does not export) and the outputs are read back per position with a gather (no
+        scatter), so the graph exports to ONNX/TensorRT with a constant k. Same math, same order as
+        `forward`, hence the same numbers.
+        """
+        b, n = tokens.shape
+        cls = self.cls_token[0].expand(b, 1, -1)
+        if count == 0:
+            out = self.layer_norm(self.transformer(cls))
+            return out[:, 0], out.new_zeros(b, n, out.shape[-1])
+        x = self.proj(tokens) + self.pos_embedding[:, 0].unsqueeze(0)
+        # larger key = smaller position among the visible ones; masked positions rank last
+        order = torch.arange(n, 0, -1, device=tokens.device, dtype=torch.float32)
+        key = torch.where(visible, order, -1.0)
+        positions = torch.topk(key, count, dim=1, sorted=True).indices
+        dim = x.shape[-1]
+        gathered = torch.gather(x, 1, positions.unsqueeze(-1).expand(-1, -1, dim))
+        out = self.layer_norm(self.transformer(torch.cat([cls, gathered], dim=1)))
+        # where each visible position sits in the gathered list (masked positions read slot 0, unused)
+        slot = (torch.cumsum(visible.to(torch.int32), dim=1) - 1).clamp(min=0).to(torch.long)
+        feats = torch.gather(out[:, 1:], 1, slot.unsqueeze(-1).expand(-1, -1, dim))
+        return out[:, 0], feats
+
     def empty_output(self) -> torch.Tensor:
         """(C,) the cls feature when nothing is visible — a constant of the weights."""
         return self.layer_norm(self.transformer(self.cls_token))[0, 0]
