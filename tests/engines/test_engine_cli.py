@@ -167,7 +167,7 @@ def test_bench_lists_its_benchmarks():
     result = _run("bench", "--help")
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.split("Commands:")[1].strip().splitlines()]
-    assert listed == ["backend", "model", "pipeline", "render"]
+    assert listed == ["backend", "detector", "model", "pipeline", "render"]
 
 
 def test_bench_model_times_the_served_model_and_writes_json(cache, tmp_path):
