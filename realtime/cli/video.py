@@ -464,6 +464,7 @@ def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: d
 
     from realtime.display import display_problem
     from realtime.sinks import SinkError, check_writable
+    from realtime.video_read import SourceError, is_camera, open_reader
 
     if no_render and (show or out):
         fail("--no-render writes results only: it excludes --show and --out")
@@ -483,6 +484,11 @@ def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: d
         if not (out or results):
             fail("nothing to do: no window; record with --out OUT.mp4 and/or --results OUT.npz")
         return False
+    if is_camera(camera):  # a missing camera is the first problem to name: before the display probe or a model loads
+        try:
+            open_reader(camera).close()
+        except SourceError as e:
+            fail(str(e))
     problem = display_problem()
     if problem is None:
         return True

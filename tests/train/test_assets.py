@@ -72,7 +72,8 @@ class _Server:
 
 
 @pytest.fixture
-def server(assets_dir):
+def server(assets_dir, monkeypatch):
+    monkeypatch.delenv("MEGA_RT_OFFLINE", raising=False)  # the suite runs offline; these tests download from 127.0.0.1
     with _Server(assets_dir) as s:
         yield s
 
