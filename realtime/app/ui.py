@@ -41,7 +41,7 @@ def build_app(config: AppConfig, workspace: Workspace, models=None, live=None):
     models = models or ModelCache(config)
     live = live or LiveProcessor(models)
     errors = _errors()
-    PROGRESS = gr.Progress()  # noqa: N806 - Gradio finds the progress bar by this default
+    PROGRESS = gr.Progress()  # Gradio finds the progress bar by this default value
 
     def settings_of(det_conf, samples, steps, smooth, max_people) -> RunSettings:
         return RunSettings.from_page(det_conf, samples, steps, smooth, max_people, limits)
@@ -127,16 +127,22 @@ def build_app(config: AppConfig, workspace: Workspace, models=None, live=None):
     return demo, live
 
 
+def bind_note(host: str, port: int) -> str | None:
+    """The one line said when the app listens beyond this machine."""
+    if host in ALL_INTERFACES:
+        return f"listening on all interfaces ({host or '0.0.0.0'}): anyone who reaches port {port} can run jobs"
+    return None
+
+
 def launch(config: AppConfig) -> None:
     """Serve the app until Ctrl-C; its temporary folder is removed at the end."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     with Workspace(config.workdir) as workspace:
         workspace.use_for_gradio()
         demo, live = build_app(config, workspace)
-        if config.host in ALL_INTERFACES:
-            print(
-                f"listening on all interfaces ({config.host or '0.0.0.0'}): anyone who reaches port {config.port} can run jobs"
-            )
+        note = bind_note(config.host, config.port)
+        if note:
+            print(note)
         demo.queue(default_concurrency_limit=1, max_size=16)
         try:
             demo.launch(server_name=config.host, server_port=config.port, max_file_size=f"{config.limits.max_upload_mb}mb",
