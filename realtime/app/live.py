@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 
@@ -31,7 +32,6 @@ class LiveProcessor:
     def _process(self, image_rgb, settings: RunSettings):
         from realtime.detect import keep_largest
         from realtime.overlay import OverlayRenderer
-        from realtime.pipeline import _smoothed
         from realtime.smooth import OneEuroSmoother
 
         t0 = time.perf_counter()
@@ -50,7 +50,8 @@ class LiveProcessor:
         bgr = np.ascontiguousarray(np.asarray(image_rgb, np.uint8)[..., :3][..., ::-1])
         r = model.results([bgr], detector=detect)[0]
         if self._smoother is not None:
-            r = _smoothed(r, self._smoother)
+            verts, cam_t = self._smoother(r.frame.index, r.track_ids, r.verts_cam, r.cam_t_full, r.vertex_std)
+            r = replace(r, verts_cam=verts, cam_t_full=cam_t)
         if self._renderer is None:
             self._renderer = OverlayRenderer(model.faces)
         overlay_rgb = np.ascontiguousarray(self._renderer(r)[..., ::-1])

@@ -136,6 +136,12 @@ def bind_note(host: str, port: int) -> str | None:
 
 def launch(config: AppConfig) -> None:
     """Serve the app until Ctrl-C; its temporary folder is removed at the end."""
+    import signal
+
+    def on_term(signum, frame):  # Gradio stops its server on KeyboardInterrupt; the folder goes after it
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     with Workspace(config.workdir) as workspace:
         workspace.use_for_gradio()
