@@ -124,6 +124,12 @@ class MeshRecovery:
         out = self._people(batch, boxes)
         return out[0] if single else out
 
+    def results(self, images, detector=None) -> list:
+        """The pipeline's FrameResult of each (H,W,3) uint8 BGR image: what realtime/overlay.py and the
+        sinks take. `detector`: a pipeline detector (frames -> Detections) instead of the model's own."""
+        batch = [self._frame(img) for img in images]
+        return self._people(batch, None, detections=detector(batch) if detector else None, results=True)
+
     def stream(self, source, max_frames: int | None = None, live: bool | None = None):
         """Yield FramePeople for every frame of a file, camera index ('0') or URL; a live source drops
         frames when the model is behind."""
