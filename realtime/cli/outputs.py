@@ -97,7 +97,8 @@ def fit(results, smpl_model, out, tracks, num_betas, iterations, smooth_weight, 
     type=click.Path(dir_okay=False),
     help="The SMPL fit (default: <RESULTS stem>_smpl.npz when present).",
 )
-def export_anim(results, fmt, tracks, out_dir, smpl):
+@click.option("--no-smpl", is_flag=True, help="Ignore any SMPL fit (glb: a vertex animation of the exact meshes).")
+def export_anim(results, fmt, tracks, out_dir, smpl, no_smpl):
     """Animation files: glb (skinned with an SMPL fit, else morph targets), bvh (needs the fit), pc2 + obj."""
     from pathlib import Path
 
@@ -107,7 +108,7 @@ def export_anim(results, fmt, tracks, out_dir, smpl):
     try:
         res = Results(results)
         chosen = choose_tracks(res, list(tracks))
-        fit = find_fit(res.path, smpl)
+        fit = None if no_smpl else find_fit(res.path, smpl)
         folder = Path(out_dir) if out_dir else res.path.parent
         folder.mkdir(parents=True, exist_ok=True)
         outputs = {f"output {p.name}": p for p in output_paths(res, fmt, chosen, folder)}
