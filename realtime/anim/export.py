@@ -91,7 +91,7 @@ def export_anim(
         size = glb.morph_bytes(frames, results.num_verts)
         warn(
             f"warning: no SMPL fit ({fit_name(results.path)}): writing a vertex animation, one morph target per frame "
-            f"(~{size / 1e6:.0f} MB for {frames} meshes); `mega-rt fit` first gives a small skinned file"
+            f"(~{size / 1e6:.1f} MB for {frames} meshes); `mega-rt fit` first gives a small skinned file"
         )
     for track in tracks:
         rows = results.rows_of(track)
