@@ -90,7 +90,7 @@ def export_anim(
         frames = sum(len(results.rows_of(t)) for t in tracks)
         size = glb.morph_bytes(frames, results.num_verts)
         warn(
-            f"warning: no SMPL fit ({fit_name(results.path)}): writing a vertex animation, one morph target per frame "
+            f"warning: no SMPL fit used ({fit_name(results.path)} is what mega-rt fit writes): writing a vertex animation, one morph target per frame "
             f"(~{size / 1e6:.1f} MB for {frames} meshes); `mega-rt fit` first gives a small skinned file"
         )
     for track in tracks:
