@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from realtime.anim.results import SMPL_SCHEMA as SCHEMA
+from realtime.anim.results import read_results
 from train.geometry import axis_angle_to_matrix
 
-SCHEMA = "mega-rt-smpl/1"
 _BODY_JOINTS = {"smpl": 23, "smplx": 21}  # SMPL-X: the 21 body joints; jaw, eyes and fingers stay at rest
 
 
@@ -290,8 +291,6 @@ def smpl_results_name(results: str | Path) -> Path:
 
 def fit_results(results_path: str | Path, model: BodyModel, cfg: FitConfig, tracks=None, log=None) -> dict:
     """Fit every track (or those in `tracks`) of a `mega-rt video` results file -> the *_smpl.npz arrays."""
-    from realtime.anim.results import read_results
-
     res = read_results(results_path)
     if res.num_verts != model.num_verts:
         raise FitError(

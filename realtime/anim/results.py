@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS_SCHEMA = "mega-rt-results/1"
+SMPL_SCHEMA = "mega-rt-smpl/1"  # the *_smpl.npz of realtime/fit_smpl.py
 
 
 class AnimError(ValueError):
@@ -73,13 +74,13 @@ class SmplFit:
     """The arrays of a `*_smpl.npz` (realtime/fit_smpl.py), by track."""
 
     def __init__(self, path: str | Path):
-        from realtime.fit_smpl import SCHEMA
-
         self.path = Path(path)
         z = _load(self.path, "SMPL fit (.npz of mega-rt fit)")
         schema = str(z["schema"]) if "schema" in z.files else None
-        if schema != SCHEMA:
-            raise AnimError(f"{self.path}: not an SMPL fit of mega-rt fit (schema {schema!r}, expected {SCHEMA!r})")
+        if schema != SMPL_SCHEMA:
+            raise AnimError(
+                f"{self.path}: not an SMPL fit of mega-rt fit (schema {schema!r}, expected {SMPL_SCHEMA!r})"
+            )
         self.arrays = {k: z[k] for k in z.files}
         self.parents = self.arrays["parents"].astype(np.int64)
         self.fps = float(self.arrays["fps"])
