@@ -5,10 +5,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := render,onnx,detect,smpl,test,app
+EXTRAS := render,onnx,detect,smpl,anim,test,app
 export MEGA_RT_ASSETS ?= $(abspath ../shared/assets)
 
-.PHONY: setup demo test test-all lint format bench gpu-prep gpu-check clean
+.PHONY: setup demo test test-all test-blender lint format bench gpu-prep gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,20 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# Blender proof of the animation files: bpy (Blender as a module, Python 3.11 only, its own numpy pin)
+# lives in .venv-blender; the files are written with .venv, then imported with bpy and compared.
+BPY := bpy==5.0.1 numpy==1.26.4 pytest==9.2.0
+BLENDER_PY ?= python3.11
+BLENDER_FILES := out/blender-files
+.venv-blender/.installed:
+	$(BLENDER_PY) -m venv .venv-blender
+	.venv-blender/bin/python -m pip install -q $(BPY)
+	touch $@
+test-blender: $(STAMP) .venv-blender/.installed
+	rm -rf $(BLENDER_FILES)
+	$(BIN)/python -m tests.blender.make_files $(BLENDER_FILES)
+	MEGA_RT_BLENDER_FILES=$(abspath $(BLENDER_FILES)) .venv-blender/bin/python -m pytest -q -s -p no:cacheprovider --noconftest -m blender tests/blender
 
 # ruff (configured in pyproject.toml): lint and formatting are checked by CI; `make format` applies both
 lint: $(STAMP)

@@ -129,6 +129,23 @@ class MeshRecovery:
         sinks take. `detector`: a pipeline detector (frames -> Detections) instead of the model's own."""
         batch = [self._frame(img) for img in images]
         return self._people(batch, None, detections=detector(batch) if detector else None, results=True)
+    @staticmethod
+    def fit_smpl(
+        results: str, smpl_model: str, smooth_weight: float = 0.0, device: str = "cpu", out: str | None = None
+    ):
+        """SMPL parameters for every track of a results file (`mega-rt fit`): writes `<stem>_smpl.npz`
+        (docs/results-format.md) and returns its arrays."""
+        import os
+
+        from realtime.fit_smpl import BodyModel, FitConfig, FitError, fit_results, smpl_results_name, write_smpl_npz
+
+        cfg = FitConfig(smooth_weight=smooth_weight, device=device)
+        target = out or smpl_results_name(results)
+        if os.path.realpath(target) in (os.path.realpath(results), os.path.realpath(smpl_model)):
+            raise FitError(f"{target}: is an input; choose another out")
+        arrays = fit_results(results, BodyModel(smpl_model, cfg.num_betas, device), cfg)
+        write_smpl_npz(target, arrays)
+        return arrays
 
     def stream(self, source, max_frames: int | None = None, live: bool | None = None):
         """Yield FramePeople for every frame of a file, camera index ('0') or URL; a live source drops

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from realtime.cli import app, bench, export, info, synth, train, video
+from realtime.cli import app, bench, export, info, outputs, synth, train, video
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,5 +30,7 @@ for command in (
     train.eval_cmd,
     train.score_cmd,
     app.app,
+    outputs.fit,
+    outputs.export_anim,
 ):
     main.add_command(command)

@@ -434,16 +434,27 @@ def check_video_outputs(input_path: str, out, results, export_dir, no_render: bo
     is_flag=True,
     help="Results only (no overlay video, no OpenGL/EGL needed); default results: <IN stem>_mega.npz.",
 )
+@click.option(
+    "--fit-smpl",
+    "fit_smpl",
+    default=None,
+    type=click.Path(),
+    help="After the run, fit SMPL to every track with this model file: <results stem>_smpl.npz (see mega-rt fit).",
+)
 @click.option("--no-progress", is_flag=True)
 @model_options
-def video(input_path, out, results, export_dir, export_format, frame_batch, no_render, no_progress, **kw):
+def video(input_path, out, results, export_dir, export_format, frame_batch, no_render, fit_smpl, no_progress, **kw):
     """Process a whole video file: overlay mp4 (input fps and size) + results npz/jsonl."""
+    from pathlib import Path
+
     from realtime.pipeline import PipelineOptions
 
     check_model_options(kw)
     if frame_batch < 1:
         fail(f"--frame-batch {frame_batch}: must be at least 1")
     out, results = check_video_outputs(input_path, out, results, export_dir, no_render, kw)
+    if fit_smpl and not Path(fit_smpl).exists():
+        fail(f"--fit-smpl {fit_smpl}: SMPL model not found (an SMPL .pkl/.npz, or a folder with SMPL_NEUTRAL.pkl)")
     fps = video_fps(input_path)
     detector, regressor, faces, what = build_stages(kw, fps)
     targets = ", ".join(p for p in (out, results) if p)
@@ -455,6 +466,10 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_r
         max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]},
     )  # fmt: skip
     _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress), options)
+    if fit_smpl:
+        from realtime.cli.outputs import fit_config, run_fit
+
+        run_fit(results, fit_smpl, None, fit_config(10, 20, 0.0, kw["device"]))
 
 
 def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: dict) -> bool:
