@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := render,onnx,detect,smpl,test
+EXTRAS := render,onnx,detect,smpl,view,test
 export MEGA_RT_ASSETS ?= $(abspath ../shared/assets)
 
 .PHONY: setup demo test test-all lint format bench gpu-prep gpu-check clean

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from realtime.cli import bench, export, info, synth, train, video
+from realtime.cli import bench, export, info, synth, train, video, view
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,5 +29,6 @@ for command in (
     train.train_cmd,
     train.eval_cmd,
     train.score_cmd,
+    view.view,
 ):
     main.add_command(command)
