@@ -38,18 +38,28 @@ def text_rect(text: str, origin: tuple[int, int], frame_height: int) -> tuple[in
 
     scale, thickness, _ = text_style(frame_height)
     (w, h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    pad = thickness + 2  # the outline's stroke and the anti-aliased edge
+    pad = outline_px(thickness) + thickness + 1  # the outline's offset, half strokes and the anti-aliased edge
     x, y = origin
     return x - pad, y - h - pad, x + w + pad, y + baseline + pad
 
 
+def outline_px(thickness: int) -> int:
+    return max(1, (thickness + 1) // 2)
+
+
 def put_text(image: np.ndarray, text: str, origin: tuple[int, int], color=HUD_BGR) -> None:
-    """`text` with its baseline starting at `origin`, in `color` over a dark outline (in place)."""
+    """`text` with its baseline starting at `origin`, in `color` over a dark outline (in place).
+
+    The outline is the same text shifted in eight directions: a thicker stroke would not do, because
+    OpenCV widens the spacing of the letters with the stroke and the two layers would drift apart."""
     import cv2
 
     scale, thickness, _ = text_style(image.shape[0])
     font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(image, text, origin, font, scale, OUTLINE_BGR, thickness + 2, cv2.LINE_AA)
+    r = outline_px(thickness)
+    x, y = origin
+    for dx, dy in ((-r, -r), (0, -r), (r, -r), (-r, 0), (r, 0), (-r, r), (0, r), (r, r)):
+        cv2.putText(image, text, (x + dx, y + dy), font, scale, OUTLINE_BGR, thickness, cv2.LINE_AA)
     cv2.putText(image, text, origin, font, scale, color, thickness, cv2.LINE_AA)
 
 

@@ -139,6 +139,22 @@ def test_hud_reads_on_black_and_on_white(shade):
     assert (region >= 230).sum() > 30 and (region <= 25).sum() > 30
 
 
+@pytest.mark.parametrize("height", [240, 720, 2160])
+def test_the_outline_hugs_the_letters(height):
+    """The dark outline follows each letter along the whole line (it does not drift off the text)."""
+    import cv2
+
+    from realtime.overlay import outline_px, text_style
+
+    image = np.full((height, height * 16 // 9, 3), 128, np.uint8)
+    draw_hud(image, HudStats(fps=142.0, latency_ms=1431.0))
+    grey = image.max(axis=-1)
+    bright, dark = (grey >= 170).astype(np.uint8), grey <= 60  # thin strokes: anti-aliased below white
+    reach = 2 * (outline_px(text_style(height)[1]) + 1) + 1
+    near_letters = cv2.dilate(bright, np.ones((reach, reach), np.uint8)).astype(bool)
+    assert dark.sum() > 50 and not (dark & ~near_letters).any()
+
+
 def id_pixels(height: int) -> tuple[int, int]:
     """(height, width) of the drawn track id "7" of one box on a grey frame `height` high (16:9)."""
     width = height * 16 // 9
