@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.timing import Timer
-from realtime.types import FrameResult
+from realtime.types import FrameResult, HudStats
 
 _DONE = object()
 
@@ -49,6 +49,7 @@ class PipelineOptions:
     smooth_min_cutoff: float = 1.0
     smooth_beta: float = 0.5
     queue_size: int = 8
+    hud: bool = False  # draw the end-to-end fps and latency on the overlay
     meta: dict = field(default_factory=dict)  # extra fields for the results file
 
 
@@ -144,6 +145,8 @@ def run_pipeline(
                 if item is _DONE:
                     break
                 if renderer is not None:
+                    if opts.hud:
+                        item = _with_hud(item, timer)
                     with timer.stage("render"):
                         item = _with_overlay(item, renderer(item))
                 _put(q_sink, item, errors)
@@ -169,6 +172,7 @@ def run_pipeline(
                     for s in sinks:
                         s.write(item)
                 latencies.append(1000 * (time.perf_counter() - item.frame.captured_s))
+                timer.mark("frame", latencies[-1])
                 summary.frames += 1
                 summary.people += item.boxes_xyxy.shape[0]
                 summary.frames_with_people += item.boxes_xyxy.shape[0] > 0
@@ -302,6 +306,13 @@ def _with_overlay(r: FrameResult, overlay: np.ndarray) -> FrameResult:
     from dataclasses import replace
 
     return replace(r, overlay=overlay)
+
+
+def _with_hud(r: FrameResult, timer: Timer) -> FrameResult:
+    from dataclasses import replace
+
+    fps, latency_ms = timer.recent("frame")
+    return replace(r, hud=HudStats(fps, latency_ms))
 
 
 def _per_frame_ms(timer: Timer, frames: int, frame_batch: int) -> dict:

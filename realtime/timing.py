@@ -11,13 +11,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 
 import numpy as np
+
+MARKS_KEPT = 512  # per event name: seconds of history at any frame rate a pipeline reaches
 
 
 class Timer:
     def __init__(self):
         self._ms: dict[str, list[float]] = {}
+        self._marks: dict[str, deque] = {}  # name -> (perf_counter, value or None) of the latest events
         self._events: list[tuple[str, object, object]] = []  # (stage, start, end) not read yet, in record order
         self._lock = threading.Lock()
 
@@ -45,6 +49,23 @@ class Timer:
     def add(self, name: str, ms: float):
         with self._lock:
             self._ms.setdefault(name, []).append(ms)
+
+    def mark(self, name: str, value: float | None = None) -> None:
+        """An event now (a frame written) with an optional value (its latency in ms), for the rates of
+        the last seconds (`recent`); kept apart from the stage figures."""
+        with self._lock:
+            self._marks.setdefault(name, deque(maxlen=MARKS_KEPT)).append((time.perf_counter(), value))
+
+    def recent(self, name: str, window_s: float = 2.0) -> tuple[float, float | None]:
+        """(events per second, mean value) of the events `name` of the last `window_s` seconds; the rate
+        is 0 before two of them, the mean None before one with a value."""
+        now = time.perf_counter()
+        with self._lock:
+            marks = [m for m in self._marks.get(name, ()) if now - m[0] <= window_s]
+        values = [v for _, v in marks if v is not None]
+        span = marks[-1][0] - marks[0][0] if marks else 0.0
+        rate = (len(marks) - 1) / span if span > 0 else 0.0
+        return rate, float(np.mean(values)) if values else None
 
     def _read_events(self, wait: bool) -> None:
         """Move completed event pairs into the figures (all of them when `wait`); call with the lock held."""

@@ -69,6 +69,14 @@ class Meshes:
 
 
 @dataclass(frozen=True)
+class HudStats:
+    """What the overlay's heads-up display shows, measured by the pipeline's timer (realtime/timing.py)."""
+
+    fps: float  # frames written per second, end to end, over the last seconds (0: fewer than two yet)
+    latency_ms: float | None  # capture to written, mean over the same seconds (None: nothing written yet)
+
+
+@dataclass(frozen=True)
 class FrameResult:
     """Everything the sinks need for one frame (numpy, on the host)."""
 
@@ -84,3 +92,4 @@ class FrameResult:
     vertex_std: np.ndarray | None  # (K,V) float32
     focal: float
     overlay: np.ndarray | None = None  # (H,W,3) uint8 BGR, set by the renderer
+    hud: HudStats | None = None  # set by the pipeline when the overlay shows fps and latency

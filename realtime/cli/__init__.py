@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from realtime.cli import app, bench, export, info, outputs, synth, train, video
+from realtime.cli import app, bench, export, info, outputs, synth, train, video, view
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,5 +32,6 @@ for command in (
     app.app,
     outputs.fit,
     outputs.export_anim,
+    view.view,
 ):
     main.add_command(command)

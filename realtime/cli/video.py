@@ -442,8 +442,11 @@ def check_video_outputs(input_path: str, out, results, export_dir, no_render: bo
     help="After the run, fit SMPL to every track with this model file: <results stem>_smpl.npz (see mega-rt fit).",
 )
 @click.option("--no-progress", is_flag=True)
+@click.option(
+    "--hud/--no-hud", default=False, show_default=True, help="Draw the end-to-end fps and latency on the overlay."
+)
 @model_options
-def video(input_path, out, results, export_dir, export_format, frame_batch, no_render, fit_smpl, no_progress, **kw):
+def video(input_path, out, results, export_dir, export_format, frame_batch, no_render, fit_smpl, no_progress, hud, **kw):
     """Process a whole video file: overlay mp4 (input fps and size) + results npz/jsonl."""
     from pathlib import Path
 
@@ -463,7 +466,7 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_r
     )
     options = PipelineOptions(
         source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
-        max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]},
+        max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], hud=hud, meta={"weights": what, **kw["run_meta"]},
     )  # fmt: skip
     _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress), options)
     if fit_smpl:
@@ -526,8 +529,11 @@ def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: d
 @click.option("--results", default=None, type=click.Path(dir_okay=False), help="Also write the results npz.")
 @click.option("--no-render", is_flag=True, help="Results only (no window, no overlay, no OpenGL/EGL needed).")
 @click.option("--no-progress", is_flag=True)
+@click.option(
+    "--hud/--no-hud", default=True, show_default=True, help="Draw the end-to-end fps and latency on the overlay."
+)
 @model_options
-def stream(camera, show, out, results, no_render, no_progress, **kw):
+def stream(camera, show, out, results, no_render, no_progress, hud, **kw):
     """Live input: stays real time by dropping frames when behind; latency percentiles on exit."""
     from realtime.pipeline import PipelineOptions
 
@@ -538,6 +544,6 @@ def stream(camera, show, out, results, no_render, no_progress, **kw):
     is_file = not camera.isdigit() and "://" not in camera
     detector, regressor, faces, what = build_stages(kw, source_fps(camera))
     options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],
-                              max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]})  # fmt: skip
+                              max_frames=kw["max_frames"], smooth=kw["smooth"], hud=hud, meta={"weights": what, **kw["run_meta"]})  # fmt: skip
     summary = run_with_progress(options, kw, detector, regressor, faces, "stream", no_progress)
     _report(summary, options)
