@@ -1,6 +1,6 @@
 """One uploaded video through the pipeline (realtime/pipeline.py) into the job's folder: the overlay mp4
 (realtime/sinks.py, H.264 fragmented mp4, which browsers play as it is), the results npz and jsonl,
-and the animation files where realtime.anim is installed."""
+and the animation files (realtime.anim)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class VideoJob:
     overlay_mp4: Path
     results_npz: Path
     results_jsonl: Path
-    animations: tuple  # files of realtime.anim, when it is there
+    animations: tuple  # files of realtime.anim: PC2 + OBJ per track, a morph glTF when small
     frames: int
     people: int
     stochastic: bool
@@ -46,11 +46,20 @@ def run_video(model, source, settings: RunSettings, folder: Path, progress=None)
     )  # fmt: skip
 
 
+MORPH_GLB_MAX_MESHES = 600  # a morph-target glTF holds every mesh (~80 kB each): past this, PC2 only
+
+
 def animation_files(results_npz: Path, folder: Path) -> list[Path]:
-    """GLB / BVH / PC2 animations of the results, written by realtime.anim when it is installed; none otherwise."""
-    try:
-        from realtime import anim
-    except ImportError:
+    """The animation files of `mega-rt export-anim` for every track, without an SMPL fit (the app has no
+    SMPL model): a PC2 point cache + base OBJ per track, and one glTF of morph targets when it stays small."""
+    from realtime.anim.export import export_anim
+    from realtime.anim.results import Results
+
+    results = Results(results_npz)
+    tracks = results.track_ids()
+    if not tracks:
         return []
-    export = getattr(anim, "export_animations", None)
-    return [Path(p) for p in export(results_npz, folder)] if export else []
+    paths = export_anim(results, "pc2", tracks, folder, None)
+    if len(results.frame) <= MORPH_GLB_MAX_MESHES:
+        paths += export_anim(results, "glb", tracks, folder, None, warn=lambda line: None)
+    return paths

@@ -153,7 +153,12 @@ def test_an_upload_plays_shows_its_meshes_and_downloads(browser, app_url, clip, 
 
     links = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.href)")
     by_suffix = {Path(h).suffix: h for h in links}
-    assert set(by_suffix) == {".npz", ".jsonl"}
+    assert set(by_suffix) == {".npz", ".jsonl", ".pc2", ".obj", ".glb"}
+    assert page.request.get(by_suffix[".pc2"]).body()[:12] == b"POINTCACHE2\x00"  # Blender's Mesh Cache format
+    import pygltflib
+
+    gltf = pygltflib.GLTF2.load_from_bytes(page.request.get(by_suffix[".glb"]).body())
+    assert gltf.meshes and gltf.accessors[gltf.meshes[0].primitives[0].attributes.POSITION].count == 6890
     npz = tmp_path / "r.npz"
     npz.write_bytes(page.request.get(by_suffix[".npz"]).body())
     with np.load(npz, allow_pickle=False) as z:
