@@ -50,6 +50,7 @@ class PipelineOptions:
     smooth_beta: float = 0.5
     queue_size: int = 8
     meta: dict = field(default_factory=dict)  # extra fields for the results file
+    joint_regressor: object = None  # (J, 6890) float32 tensor: joints_cam in the results file
 
 
 @dataclass
@@ -116,7 +117,7 @@ def run_pipeline(
         if opts.out:
             sinks.append(Mp4Sink(opts.out, source.fps, (source.width, source.height)))
         if opts.results:
-            sinks.append(ResultsSink(opts.results, meta, faces))
+            sinks.append(ResultsSink(opts.results, meta, faces, joint_regressor=opts.joint_regressor))
         if opts.export_dir:
             sinks.append(MeshExportSink(opts.export_dir, faces, opts.export_format))
         if opts.show:

@@ -240,7 +240,8 @@ def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
     detector, regressor, faces, what = build_stages(kw, video_fps(input_path))
     with tempfile.TemporaryDirectory() as tmp:
         options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),
-                                  max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"])  # fmt: skip
+                                  max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"],
+                                  meta={"weights": what, **kw["run_meta"]}, joint_regressor=kw["joint_regressor"])  # fmt: skip
         s = run_with_progress(options, kw, detector, regressor, faces, "bench", True)
     click.echo(
         f"{input_path}: {what}, backend {kw['backend']}, device {regressor.device}, threads {torch.get_num_threads()}, samples {kw['samples']}"
@@ -248,7 +249,7 @@ def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
     click.echo(s.line())
     if json_path:
         figures = dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s, stage_ms_per_frame=s.stage_ms,
-                       latency_ms=s.latency_ms, weights=what, samples=kw["samples"])  # fmt: skip
+                       latency_ms=s.latency_ms, weights=what, samples=kw["samples"], **kw["run_meta"])  # fmt: skip
         _write_json(json_path, _host_meta(**figures))
 
 

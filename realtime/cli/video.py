@@ -101,6 +101,13 @@ def model_options(f):
             default=None,
             help="Precomputed boxes npz instead of a detector: rows frame, boxes_xyxy, optional track_id, score; a mega-rt synth ground truth; or a mega-rt results file.",
         ),
+        click.option(
+            "--regressor",
+            type=click.Path(dir_okay=False),
+            default=None,
+            metavar="FILE",
+            help="Joint regressor J_regressor_*.npy/.npz (J x 6890): adds joints_cam (M,J,3) to the results file.",
+        ),
         click.option("--det-conf", type=float, default=0.3, show_default=True, help="Detector confidence threshold."),
         click.option("--det-imgsz", type=int, default=640, show_default=True, help="Detector input size."),
         click.option(
@@ -175,7 +182,7 @@ def check_model_options(kw: dict) -> None:
     for opt, name in (("max_people", "--max-people"), ("max_frames", "--max-frames"), ("max_batch", "--batch")):
         if kw[opt] is not None and kw[opt] < 1:
             fail(f"{name} {kw[opt]}: must be at least 1")
-    for opt in ("weights", "mesh_weights", "boxes"):
+    for opt in ("weights", "mesh_weights", "boxes", "regressor"):
         if kw[opt] and not (opt == "weights" and kw[opt] in ("official", "demo")) and not os.path.isfile(kw[opt]):
             fail(f"--{opt.replace('_', '-')} {kw[opt]}: no such file")
     if kw["random_weights"] and kw["weights"]:
@@ -188,7 +195,7 @@ def input_files(kw: dict, **named) -> dict:
     from pathlib import Path
 
     files = dict(named)
-    for opt in ("weights", "mesh_weights", "boxes", "detector", "config_ref"):
+    for opt in ("weights", "mesh_weights", "boxes", "regressor", "detector", "config_ref"):
         path = kw.get(opt)
         if path and os.path.isfile(path):
             files["--config" if opt == "config_ref" else f"--{opt.replace('_', '-')}"] = path
@@ -248,6 +255,23 @@ def video_fps(path: str) -> float:
         fail(str(e))
 
 
+def joint_regressor(path: str | None):
+    """(the (J, 6890) tensor, its results-file fields) of --regressor; (None, {}) without one."""
+    if not path:
+        return None, {}
+    from pathlib import Path
+
+    from realtime.weights import load_regressor_file
+    from train.assets import sha256_of
+    from train.joints import RegressorError
+
+    try:
+        regressor = load_regressor_file(path)
+    except RegressorError as e:
+        fail(str(e) if str(e).startswith("--regressor") else f"--regressor {e}")
+    return regressor, {"regressor": Path(path).name, "regressor_sha256": sha256_of(Path(path))}
+
+
 def build_stages(kw: dict, fps: float | None = None):
     """(detector, regressor, faces, description) from the shared options; one-line errors otherwise.
     `fps`: the input's frame rate, for the tracker (None: the tracker's default)."""
@@ -273,6 +297,7 @@ def build_stages(kw: dict, fps: float | None = None):
         fail(f"--device {device}: no CUDA GPU is visible to torch")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         fail(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    kw["joint_regressor"], kw["regressor_meta"] = joint_regressor(kw.get("regressor"))
     try:  # before anything loads: options that do not go together are one line
         graph_options(device, kw["backend"], kw.get("cuda_graphs"), kw.get("compile_mode"))
     except RegressorOptionError as e:
@@ -283,7 +308,7 @@ def build_stages(kw: dict, fps: float | None = None):
 
         _, faces = read_template_ply(find_asset(TEMPLATE_ASSET))
         chosen = resolve_for_cli(kw)
-        kw["run_meta"] = {**chosen.weights.meta(), **chosen.detector.meta()}
+        kw["run_meta"] = {**chosen.weights.meta(), **chosen.detector.meta(), **kw["regressor_meta"]}
         det_imgsz = chosen.detector.imgsz if chosen.detector.imgsz and kw["det_imgsz"] == 640 else kw["det_imgsz"]
         threads = torch.get_num_threads()
         detector = build_detector(
@@ -453,6 +478,7 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_r
     options = PipelineOptions(
         source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
         max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]},
+        joint_regressor=kw["joint_regressor"],
     )  # fmt: skip
     _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress), options)
 
@@ -517,6 +543,7 @@ def stream(camera, show, out, results, no_render, no_progress, **kw):
     is_file = not camera.isdigit() and "://" not in camera
     detector, regressor, faces, what = build_stages(kw, source_fps(camera))
     options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],
-                              max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]})  # fmt: skip
+                              max_frames=kw["max_frames"], smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]},
+                              joint_regressor=kw["joint_regressor"])  # fmt: skip
     summary = run_with_progress(options, kw, detector, regressor, faces, "stream", no_progress)
     _report(summary, options)
