@@ -351,7 +351,27 @@ def build_stages(kw: dict, fps: float | None = None):
     return detector, regressor, faces, what
 
 
-def run_with_progress(options, kw, detector, regressor, faces, progress_label: str, no_progress: bool):
+def decode_option(f):
+    """--decode of video and bench pipeline (realtime/video_read.py)."""
+    return click.option(
+        "--decode",
+        type=click.Choice(["cpu", "nvdec", "auto"]),
+        default="cpu",
+        show_default=True,
+        help="Video decoder: FFmpeg on the CPU, nvdec (FFmpeg's CUDA decoder; needs an NVIDIA GPU and a CUDA-enabled FFmpeg) or auto (nvdec where it opens).",
+    )(f)
+
+
+def check_decode(decode: str) -> str:
+    """'cpu' or 'nvdec' for --decode, before any model loads; one line (exit 2) where nvdec cannot run."""
+    from realtime.video_read import nvdec_problem, resolve_decode
+
+    if decode == "nvdec" and (problem := nvdec_problem()):
+        fail(f"--decode nvdec: {problem}; use --decode cpu (or auto)")
+    return resolve_decode(decode)
+
+
+def run_with_progress(options, kw, detector, regressor, faces, progress_label: str, no_progress: bool, decode="cpu"):
     from tqdm import tqdm
 
     from realtime.pipeline import run_pipeline
@@ -360,7 +380,9 @@ def run_with_progress(options, kw, detector, regressor, faces, progress_label: s
     from train.render import RendererUnavailable
 
     try:
-        source = VideoSource(options.source, live=options.live, pace=options.pace, max_frames=kw["max_frames"])
+        source = VideoSource(
+            options.source, live=options.live, pace=options.pace, max_frames=kw["max_frames"], decode=decode
+        )
     except SourceError as e:
         fail(str(e))
     total = source.frame_count if not source.live else None
@@ -460,8 +482,9 @@ def check_video_outputs(input_path: str, out, results, export_dir, no_render: bo
     help="Results only (no overlay video, no OpenGL/EGL needed); default results: <IN stem>_mega.npz.",
 )
 @click.option("--no-progress", is_flag=True)
+@decode_option
 @model_options
-def video(input_path, out, results, export_dir, export_format, frame_batch, no_render, no_progress, **kw):
+def video(input_path, out, results, export_dir, export_format, frame_batch, no_render, no_progress, decode, **kw):
     """Process a whole video file: overlay mp4 (input fps and size) + results npz/jsonl."""
     from realtime.pipeline import PipelineOptions
 
@@ -469,6 +492,7 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_r
     if frame_batch < 1:
         fail(f"--frame-batch {frame_batch}: must be at least 1")
     out, results = check_video_outputs(input_path, out, results, export_dir, no_render, kw)
+    decode = check_decode(decode)
     fps = video_fps(input_path)
     detector, regressor, faces, what = build_stages(kw, fps)
     targets = ", ".join(p for p in (out, results) if p)
@@ -480,7 +504,7 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_r
         max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], meta={"weights": what, **kw["run_meta"]},
         joint_regressor=kw["joint_regressor"],
     )  # fmt: skip
-    _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress), options)
+    _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress, decode), options)
 
 
 def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: dict) -> bool:
