@@ -74,7 +74,7 @@ class ExportSpec:
 
     def rows(self, graph: str) -> int:
         """Rows per crop of a graph's inputs: Q for the per-sample graphs."""
-        return self.samples if self.stochastic and per_sample(graph) else 1
+        return self.samples if self.stochastic and adapters.per_sample(graph) else 1
 
     def name(self, runtime_key: str = "") -> str:
         lo, opt, hi = self.batch
@@ -84,11 +84,6 @@ class ExportSpec:
         if runtime_key:
             parts.append(runtime_key)
         return "-".join(parts)
-
-
-def per_sample(graph: str) -> bool:
-    """Whether a graph's rows are crops x Q (the step graphs and mesh) rather than crops."""
-    return graph in ("step", "mesh") or adapters.fixed_step_count(graph) is not None
 
 
 @dataclass

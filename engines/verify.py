@@ -118,7 +118,7 @@ def loop_parity(
 
 def _rows(manifest, graph: str) -> int:
     """Rows per crop of a graph's inputs: Q for the per-sample graphs (1 in a deterministic engine)."""
-    from engines.export import per_sample
+    from engines.adapters import per_sample
 
     return manifest.samples if per_sample(graph) else 1
 
