@@ -190,8 +190,8 @@ def run_pipeline(
 
         old_term = signal.signal(signal.SIGTERM, on_term)
     t_start = time.perf_counter()
+    sink_thread.start()  # first: a renderer that fails at once hands its end marker to a live sink thread
     render_thread.start()
-    sink_thread.start()
     source.start()
     frame_batch = 1 if source.live else max(1, opts.frame_batch)
     device = regressor.device

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, write_scene_clip
 
 BENCH_TINY = ["--random-weights", "--config", "mega_tiny", "--threads", "1"]
 TINY = [*BENCH_TINY, "--no-progress"]
@@ -43,13 +43,13 @@ def _one_line_error(result, code: int = 2) -> str:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, assets_dir):
     """A 4-frame 160x120 synthetic clip of 2 people and its ground truth (boxes_xyxy (4,2,4))."""
-    from train.synthetic.clip import write_scene_video
+    from train.render import RendererUnavailable
     from train.synthetic.scene import SceneConfig
 
     out = tmp_path_factory.mktemp("clip") / "clip.mp4"
     try:
-        video, npz = write_scene_video(out, SceneConfig(width=160, height=120, frames=4, people=2, seed=3, fps=25.0))
-    except Exception as e:  # no EGL
+        video, npz = write_scene_clip(out, SceneConfig(width=160, height=120, frames=4, people=2, seed=3, fps=25.0))
+    except RendererUnavailable as e:  # no EGL; any other failure is a failure
         pytest.skip(f"cannot render the synthetic clip: {e}")
     return video, npz
 
@@ -253,7 +253,8 @@ def test_no_render_runs_where_opengl_cannot(work):
     """With moderngl made unimportable: the default run is one line and exit 1, --no-render writes the results."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", YOLO_OFFLINE="1")
     base = [sys.executable, "-c", _NO_GL, "video", "in.mp4", "--boxes", "boxes.npz", *TINY]
-    done = subprocess.run(base, env=env, capture_output=True, text=True, timeout=300)
+    # a renderer that fails at once ends the run at once (not after the threads' join timeouts)
+    done = subprocess.run(base, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "moderngl is not installed" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not os.path.exists("in_mega.mp4")
     done = subprocess.run([*base, "--no-render"], env=env, capture_output=True, text=True, timeout=300)
