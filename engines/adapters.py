@@ -90,6 +90,11 @@ def fixed_step_graphs(num_tokens: int, steps: int) -> tuple[str, ...]:
     return tuple(fixed_step_name(n) for n in before)
 
 
+def per_sample(graph: str) -> bool:
+    """Whether a graph's rows are crops x Q (the step graphs and mesh) rather than crops."""
+    return graph in ("step", "mesh") or fixed_step_count(graph) is not None
+
+
 def graph_io(graph: str) -> GraphIO:
     """The interface of `graph`; fixed-length step graphs share the `step` signature."""
     return GRAPHS["step"] if fixed_step_count(graph) is not None else GRAPHS[graph]

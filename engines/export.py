@@ -7,6 +7,11 @@ and the parity each graph reached.
 The engine folder is `cache_dir()/engines/<config>-<config hash>-<weights hash>/<format>-<precision>-
 b<min>-<opt>-<max>[-q<Q>t<T>][-trt<version>-sm<cc>]/` and holds the graph files, `manifest.json`
 and, for TensorRT, the ONNX files the plans were built from. Nothing is written into the source tree.
+
+A stochastic export writes `encode`, the full-length `step` (any visible count, so any `--steps`), one
+fixed-length `step_v{K}` per step of its T (the encoder over the K visible tokens only; token-equal to
+`step`) and `mesh`; the runner takes `step_v{K}` where the count fits and `step` otherwise, and the
+parity figures compare the loop over the fixed-length steps with PyTorch's full-length one.
 """
 
 from __future__ import annotations
@@ -58,13 +63,18 @@ class ExportSpec:
         if self.stochastic and (self.samples < 1 or self.steps < 1):
             raise ValueError("samples and steps must be >= 1")
 
-    @property
-    def graphs(self) -> tuple[str, ...]:
-        return adapters.STOCHASTIC_GRAPHS if self.stochastic else adapters.ONESHOT_GRAPHS
+    def graphs(self, num_tokens: int) -> tuple[str, ...]:
+        """Deterministic: oneshot. Stochastic: encode, the full-length step (any visible count, so any
+        --steps), the fixed-length steps of the spec's T for `num_tokens` tokens (`step_v{K}`, the encoder
+        over 1 + K positions; the runner takes them where they fit) and mesh."""
+        if not self.stochastic:
+            return adapters.ONESHOT_GRAPHS
+        fixed = dict.fromkeys(adapters.fixed_step_graphs(num_tokens, self.steps))
+        return ("encode", "step", *fixed, "mesh")
 
     def rows(self, graph: str) -> int:
         """Rows per crop of a graph's inputs: Q for the per-sample graphs."""
-        return self.samples if self.stochastic and graph in ("step", "mesh") else 1
+        return self.samples if self.stochastic and adapters.per_sample(graph) else 1
 
     def name(self, runtime_key: str = "") -> str:
         lo, opt, hi = self.batch
@@ -162,10 +172,12 @@ def export_engine(
             stale.unlink()
     temperature = cfg.temperature if spec.temperature is None else spec.temperature
     graphs: dict[str, dict] = {}
-    n = len(spec.graphs)
-    for i, g in enumerate(spec.graphs, start=1):
+    names = spec.graphs(cfg.seq_length)
+    casts: dict = {}  # the step graphs share one cast copy of MEGA
+    n = len(names)
+    for i, g in enumerate(names, start=1):
         t0 = time.perf_counter()
-        module = graph_module(g, models, spec.precision, spec.samples)
+        module = graph_module(g, models, spec.precision, spec.samples, casts)
         profile = _profile(g, spec, cfg)
         shapes = {k: tuple(map(tuple, v)) for k, v in profile.items()}
         timing_cache = engines_root() / "timing" / f"{trt_info.key}.cache" if trt_info else None
@@ -182,7 +194,7 @@ def export_engine(
             )
             info = build_plan_torch_tensorrt(module, feeds, target, log=progress)
             ins, outs = plan_io_names(folder / f"{g}.plan")
-            ours = adapters.GRAPHS[g]
+            ours = adapters.graph_io(g)
             if len(ins) != len(ours.inputs) or len(outs) != len(ours.outputs):
                 raise BuildError(
                     f"{g}: torch-tensorrt plan has {len(ins)} inputs / {len(outs)} outputs, "
@@ -194,7 +206,7 @@ def export_engine(
             # trace at 2 crops: a batch of 1 could be specialised away; the batch axis is symbolic anyway
             feeds = adapters.example_inputs(g, 2, cfg, spec.rows(g), seed=i)
             progress(f"[{i}/{n}] {g}: exporting ONNX ({spec.precision}, opset {spec.opset})")
-            info = export_graph(module, feeds, adapters.GRAPHS[g].outputs, folder / f"{g}.onnx", spec.opset)
+            info = export_graph(module, feeds, adapters.graph_io(g).outputs, folder / f"{g}.onnx", spec.opset)
             info["onnx"] = info["file"]
             if spec.format == "tensorrt":
                 from engines.trt_build import PlanTarget, build_plan

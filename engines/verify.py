@@ -3,7 +3,8 @@
 Integer and boolean outputs (tokens, visibility) are compared exactly and reported as the number of
 mismatching entries; float outputs as max and mean absolute differences. Each graph is compared on
 its own, and a stochastic engine's whole T-step loop as well (`loop_parity`, fed the same images and
-noise). `mega-rt verify` (`verify_pair`) and the parity figures written into every manifest at export
+noise): the reference loop runs the full-length `step` graph, the candidate's runner the fixed-length
+`step_v{K}` graphs where the engine has them, so the figures also say that those give the same tokens. `mega-rt verify` (`verify_pair`) and the parity figures written into every manifest at export
 (`measure_parity`) come from here.
 """
 
@@ -117,7 +118,16 @@ def loop_parity(
 
 def _rows(manifest, graph: str) -> int:
     """Rows per crop of a graph's inputs: Q for the per-sample graphs (1 in a deterministic engine)."""
-    return manifest.samples if graph in ("step", "mesh") else 1
+    from engines.adapters import per_sample
+
+    return manifest.samples if per_sample(graph) else 1
+
+
+def _full_length(backends: dict) -> dict:
+    """The backends without the fixed-length step graphs: a loop over them runs the full-length step."""
+    from engines.adapters import fixed_step_count
+
+    return {g: b for g, b in backends.items() if fixed_step_count(g) is None}
 
 
 def measure_parity(folder, manifest, models, batch: int, progress=print) -> dict:
@@ -147,14 +157,18 @@ def measure_parity(folder, manifest, models, batch: int, progress=print) -> dict
         out["graphs"][g] = summarise(diffs)
         progress(f"  {g:<7} " + "  ".join(d.line().replace("  ", " ") for d in diffs.values()))
     if manifest.mode == "stochastic":
+        # the reference loop runs the full-length step: the candidate's fixed-length steps (which its
+        # runner takes) must give the same tokens as the graph they stand in for
         diffs = loop_parity(
-            reference, candidates, models.cfg, manifest.samples, manifest.steps, manifest.temperature, batch, seed=7
-        )
-        out["loop"] = {"seed": 7, **summarise(diffs)}
+            _full_length(reference), candidates, models.cfg, manifest.samples, manifest.steps, manifest.temperature,
+            batch, seed=7,
+        )  # fmt: skip
+        fixed = len(candidates) - len(_full_length(candidates))
+        out["loop"] = {"seed": 7, "fixed_length_steps": fixed, **summarise(diffs)}
         tokens, verts = diffs["tokens"], diffs["verts"]
         progress(
-            f"  loop    Q={manifest.samples} T={manifest.steps}: tokens {tokens.mismatched}/{tokens.numel} differ, "
-            f"verts max {verts.max_abs:.3g}"
+            f"  loop    Q={manifest.samples} T={manifest.steps} ({fixed} fixed-length steps): "
+            f"tokens {tokens.mismatched}/{tokens.numel} differ, verts max {verts.max_abs:.3g}"
         )
     return out
 
@@ -236,8 +250,10 @@ def verify_pair(
         report["graphs"][g] = {n: d.as_dict() for n, d in diffs.items()}
         for d in diffs.values():
             progress(f"  {g:<7} {d.line()}")
-    if {"encode", "step", "mesh"} <= set(graphs):
-        diffs = loop_parity(ref, cand, cfg, manifest.samples, manifest.steps, manifest.temperature, batch, seed)
+    if {"encode", "step", "mesh"} <= set(graphs):  # the reference's loop on the full-length step
+        diffs = loop_parity(
+            _full_length(ref), cand, cfg, manifest.samples, manifest.steps, manifest.temperature, batch, seed
+        )
         report["loop"] = {n: d.as_dict() for n, d in diffs.items()}
         for d in diffs.values():
             progress(f"  loop    {d.line()}")

@@ -129,6 +129,7 @@ class MeshRecovery:
         sinks take. `detector`: a pipeline detector (frames -> Detections) instead of the model's own."""
         batch = [self._frame(img) for img in images]
         return self._people(batch, None, detections=detector(batch) if detector else None, results=True)
+
     @staticmethod
     def fit_smpl(
         results: str, smpl_model: str, smooth_weight: float = 0.0, device: str = "cpu", out: str | None = None

@@ -51,6 +51,7 @@ class PipelineOptions:
     queue_size: int = 8
     hud: bool = False  # draw the end-to-end fps and latency on the overlay
     meta: dict = field(default_factory=dict)  # extra fields for the results file
+    joint_regressor: object = None  # (J, 6890) float32 tensor: joints_cam in the results file
 
 
 @dataclass
@@ -117,7 +118,7 @@ def run_pipeline(
         if opts.out:
             sinks.append(Mp4Sink(opts.out, source.fps, (source.width, source.height)))
         if opts.results:
-            sinks.append(ResultsSink(opts.results, meta, faces))
+            sinks.append(ResultsSink(opts.results, meta, faces, joint_regressor=opts.joint_regressor))
         if opts.export_dir:
             sinks.append(MeshExportSink(opts.export_dir, faces, opts.export_format))
         if opts.show:
@@ -193,8 +194,8 @@ def run_pipeline(
 
         old_term = signal.signal(signal.SIGTERM, on_term)
     t_start = time.perf_counter()
+    sink_thread.start()  # first: a renderer that fails at once hands its end marker to a live sink thread
     render_thread.start()
-    sink_thread.start()
     source.start()
     frame_batch = 1 if source.live else max(1, opts.frame_batch)
     device = regressor.device

@@ -10,9 +10,10 @@ Results npz (schema "mega-rt-results/1"), one row per person and frame (M rows):
     frame (M,) int32, track_id (M,) int64 (-1 untracked), box_xyxy (M,4) f32, score (M,) f32,
     tokens (M,S,54) int16 (S = 1, or the Q samples), rotmat (M,3,3) f32 canonical->camera,
     cam_crop (M,3) f32, cam_t (M,3) f32 full-image camera translation (m), verts (M,6890,3) f16 camera
-    frame (m), vertex_std (M,6890) f16 (stochastic only), and per file: schema, fps, image_size_wh,
-    focal (px; principal point at the image centre), num_frames, frames_skipped, frames_dropped,
-    samples, steps, source, weights, faces (13776,3) int32.
+    frame (m), vertex_std (M,6890) f16 (stochastic only), joints_cam (M,J,3) f32 (with a joint
+    regressor: J_regressor @ the float32 vertices), and per file: schema, fps, image_size_wh, focal (px;
+    principal point at the image centre), num_frames, frames_skipped, frames_dropped, samples, steps,
+    source, weights, faces (13776,3) int32 (and regressor, regressor_sha256 with joints_cam).
 The JSONL summary has one line per frame: {"frame", "people": [{"track_id", "box", "score", "cam_t"}]},
 flushed as it goes.
 
@@ -49,7 +50,7 @@ RESULTS_SCHEMA = "mega-rt-results/1"
 SPILL_EVERY_S = 2.0  # a short run killed outright still leaves its rows in the spill folder
 # the per-row arrays, in file order, and their shapes when nobody was seen (vertex_std is then absent)
 ROW_DTYPES = {"frame": np.int32, "track_id": np.int64, "box_xyxy": np.float32, "score": np.float32, "tokens": np.int16, "rotmat": np.float32,
-              "cam_crop": np.float32, "cam_t": np.float32, "verts": np.float16, "vertex_std": np.float16}  # fmt: skip
+              "cam_crop": np.float32, "cam_t": np.float32, "verts": np.float16, "vertex_std": np.float16, "joints_cam": np.float32}  # fmt: skip
 EMPTY_SHAPES = {"frame": (0,), "track_id": (0,), "box_xyxy": (0, 4), "score": (0,), "tokens": (0, 1, 54), "rotmat": (0, 3, 3), "cam_crop": (0, 3),
                 "cam_t": (0, 3), "verts": (0, 6890, 3)}  # fmt: skip
 
@@ -231,7 +232,9 @@ class ResultsSink:
     people is GBs of float16 vertices, and a crash must not lose what was already written.
     """
 
-    def __init__(self, path, meta: dict, faces: np.ndarray, chunk_rows: int = 256):
+    def __init__(self, path, meta: dict, faces: np.ndarray, chunk_rows: int = 256, joint_regressor=None):
+        """`joint_regressor`: a (J, 6890) float32 tensor (train.joints.load_joint_regressor) that adds
+        `joints_cam` (M, J, 3) to every row; None: no joints."""
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
         self.path = Path(path)
@@ -242,6 +245,7 @@ class ResultsSink:
         self.meta = meta
         self.faces = faces.astype(np.int32)
         self.chunk_rows = chunk_rows
+        self.joint_regressor = joint_regressor
         self.buffered_rows = 0  # rows in RAM, waiting for the next spill
         self.peak_buffered_rows = 0
         self.frames = 0
@@ -276,7 +280,7 @@ class ResultsSink:
             if self.buffered_rows and time.monotonic() - self._last_spill > SPILL_EVERY_S:
                 self._spill()
             return
-        columns = _row_columns(r)
+        columns = _row_columns(r, self.joint_regressor)
         start = 0
         while start < k:  # a frame may straddle a chunk boundary: split it so the bound holds exactly
             take = min(k - start, self.chunk_rows - self.buffered_rows)
@@ -354,6 +358,8 @@ class ResultsSink:
                     _stream_npy(zf, key, self.spill_dir / f"{key}.bin", np.dtype(dtype), (rows, *row_shape))
                 elif key in EMPTY_SHAPES:  # vertex_std stays absent in deterministic runs
                     _write_npy(zf, key, np.zeros(EMPTY_SHAPES[key], dtype))
+                elif key == "joints_cam" and self.joint_regressor is not None:
+                    _write_npy(zf, key, np.zeros((0, self.joint_regressor.shape[0], 3), dtype))
             for key, value in meta.items():
                 _write_npy(zf, key, np.asarray(value))
             _write_npy(zf, "schema", np.asarray(RESULTS_SCHEMA))
@@ -365,13 +371,20 @@ class ResultsSink:
         shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
-def _row_columns(r: FrameResult) -> dict[str, np.ndarray]:
+def _row_columns(r: FrameResult, joint_regressor=None) -> dict[str, np.ndarray]:
     """One frame's rows, one array per npz key, in the file's dtypes."""
     k = r.boxes_xyxy.shape[0]
     cols = dict(frame=np.full(k, r.frame.index), track_id=r.track_ids, box_xyxy=r.boxes_xyxy, score=r.scores, tokens=r.tokens,
                 rotmat=r.rotmat, cam_crop=r.cam_crop, cam_t=r.cam_t_full, verts=r.verts_cam)  # fmt: skip
     if r.vertex_std is not None:
         cols["vertex_std"] = r.vertex_std
+    if joint_regressor is not None:  # from the float32 vertices, before they are stored as float16
+        import torch
+
+        from train.joints import regress_joints
+
+        verts = torch.from_numpy(np.ascontiguousarray(r.verts_cam, dtype=np.float32))
+        cols["joints_cam"] = regress_joints(verts, joint_regressor).numpy()
     return {key: np.asarray(a).astype(ROW_DTYPES[key], copy=False) for key, a in cols.items()}
 
 

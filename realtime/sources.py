@@ -25,8 +25,8 @@ _END = object()
 class VideoSource:
     """Open at construction (errors early, in the caller's thread); `start()` launches the reader.
 
-    `decode`: "cpu", or "nvdec" (FFmpeg's CUDA decoder where the build and the machine have it; streams it
-    cannot take fall back to the CPU decoder)."""
+    `decode`: "cpu", "nvdec" (FFmpeg's CUDA decoder; a SourceError where the build or the machine lacks
+    it; streams it cannot take fall back to the CPU decoder) or "auto" (nvdec where it opens)."""
 
     def __init__(
         self,

@@ -48,6 +48,33 @@ def is_url(spec: str) -> bool:
     return "://" in spec
 
 
+DECODERS = ("cpu", "nvdec", "auto")
+
+
+def nvdec_problem() -> str | None:
+    """Why FFmpeg's CUDA decoder cannot run here (None when it can): the FFmpeg build has no CUDA device
+    type, or no CUDA device opens (no NVIDIA GPU or driver)."""
+    import av
+    from av.codec.hwaccel import HWAccel, hwdevices_available
+
+    if "cuda" not in hwdevices_available():
+        return "this FFmpeg build has no CUDA device support"
+    try:  # opens the device FFmpeg would decode on, without a file
+        HWAccel(device_type="cuda", allow_software_fallback=False).create(av.Codec("h264", "r"))
+    except av.error.FFmpegError as e:
+        return f"no CUDA device opens (no NVIDIA GPU or driver: {e.strerror or e})"
+    return None
+
+
+def resolve_decode(decode: str) -> str:
+    """'cpu' or 'nvdec': `auto` is nvdec where it opens, else the CPU decoder."""
+    if decode not in DECODERS:
+        raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
+    if decode == "auto":
+        return "nvdec" if nvdec_problem() is None else "cpu"
+    return decode
+
+
 def open_reader(spec: str, decode: str = "cpu"):
     """A FileReader (file or URL) or CameraReader ("0"); SourceError when it does not open."""
     spec = str(spec)
@@ -118,14 +145,14 @@ class FileReader:
         kwargs = {}
         if self.live:
             kwargs["timeout"] = NETWORK_TIMEOUT_S
-        if decode == "nvdec":
-            from av.codec.hwaccel import HWAccel, hwdevices_available
+        self.decode = resolve_decode(decode)
+        if self.decode == "nvdec":
+            from av.codec.hwaccel import HWAccel
 
-            if "cuda" not in hwdevices_available():
-                raise SourceError(f"{spec}: --decode nvdec: this FFmpeg build has no CUDA device support")
+            problem = nvdec_problem()
+            if problem:
+                raise SourceError(f"{spec}: --decode nvdec: {problem}; use --decode cpu (or auto)")
             kwargs["hwaccel"] = HWAccel(device_type="cuda", allow_software_fallback=True)
-        elif decode != "cpu":
-            raise ValueError(f"decode must be 'cpu' or 'nvdec', got {decode!r}")
         try:
             self.container = av.open(spec, **kwargs)
         except av.error.FFmpegError as e:

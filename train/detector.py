@@ -58,6 +58,50 @@ class DetectorTrainingError(RuntimeError):
     """One line for the user."""
 
 
+class DetectorRefused(ValueError):
+    """A detector .pt that is not accepted (not found, or a pickle nobody vouched for); the message names
+    the file and says what to do."""
+
+
+# ---- which detector .pt files may be loaded ---------------------------------------------------------
+# An ultralytics .pt is a full pickle: loading it can run any code it carries. A .pt is accepted when it
+# is in SAFE_FORMAT (read with torch.load(weights_only=True), which runs nothing), when its sha256 is on
+# the allow-list of official ultralytics files, or when the user vouches for it (trust_file). The
+# pipeline (realtime/detect.py) and `mega-rt train detector` (fine-tuning from a .pt) both ask here.
+ALLOWLIST = Path(__file__).with_name("detector_allowlist.json")
+
+
+def allowed_sha256() -> dict[str, str]:
+    """sha256 -> name of the official ultralytics .pt files that may be unpickled."""
+    files = json.loads(ALLOWLIST.read_text())["files"]
+    return {entry["sha256"]: name for name, entry in files.items()}
+
+
+def accept_detector_pt(path, trust_file: bool = False, warn=None) -> tuple[str, dict | None]:
+    """How a detector .pt may be loaded: ("safe", its SAFE_FORMAT record), ("allow-listed", None) or
+    ("trusted", None; `warn` gets one warning line). DetectorRefused otherwise. Nothing of the file
+    runs here."""
+    from train.assets import sha256_of
+
+    path = Path(path)
+    if not path.is_file():
+        raise DetectorRefused(f"detector weights {path}: not found")
+    record = read_safe_detector(path)
+    if record is not None:
+        return "safe", record
+    if sha256_of(path) in allowed_sha256():
+        return "allow-listed", None
+    if not trust_file:
+        raise DetectorRefused(
+            f"{path}: refused: an ultralytics .pt is a pickle that can run code when loaded, and this file's sha256 "
+            f"is not on the allow-list of official files ({ALLOWLIST.name}); pass --trust-file if you trust it, "
+            "or use an .onnx export or mega-rt's safe detector format (mega-rt train detector writes it)"
+        )
+    if warn is not None:
+        warn(f"warning: {path}: loading an unlisted pickle (--trust-file); it can run code")
+    return "trusted", None
+
+
 def _data_yaml(cfg: DetectorTrainConfig, out_dir: Path) -> Path:
     data = Path(cfg.data_dir).resolve()
     index = data / "index.json"
@@ -94,10 +138,32 @@ def portable_checkpoint(ckpt: dict, root: Path) -> dict:
     return ckpt
 
 
+def initial_model(cfg: DetectorTrainConfig, out_dir: Path, accepted: tuple[str, dict | None] | None):
+    """The YOLO training starts from: a model yaml (random weights), or the .pt that `accept_detector_pt`
+    accepted (`accepted`: its answer). A SAFE_FORMAT record goes to ultralytics as a .pt written here from
+    the record (ultralytics' trainer fine-tunes only from a checkpoint file)."""
+    from ultralytics import YOLO
+
+    if accepted is None:
+        return YOLO(cfg.model, task="detect")
+    kind, record = accepted
+    if kind != "safe":
+        return YOLO(cfg.model, task="detect")
+    start = out_dir / "start.pt"  # made from the record in memory: nothing of the user's file is unpickled
+    ultralytics_yolo(record).save(str(start))
+    return YOLO(str(start), task="detect")
+
+
 def train_detector(
-    cfg: DetectorTrainConfig, resume: bool = False, progress: bool = True, config_text: str = ""
+    cfg: DetectorTrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    config_text: str = "",
+    trust_file: bool = False,
+    warn=print,
 ) -> dict:
-    """Train; returns the metrics also written to out_dir/metrics.json."""
+    """Train; returns the metrics also written to out_dir/metrics.json. A `.pt` model is fine-tuned only
+    when `accept_detector_pt` accepts it (`trust_file`: the user vouches for an unlisted pickle)."""
     import torch
 
     out_dir = Path(cfg.out_dir)
@@ -112,6 +178,12 @@ def train_detector(
         raise DetectorTrainingError(
             f"{run_dir}: a run already lives here; pass --resume to continue it or choose another out_dir"
         )
+    accepted = None
+    if not resume and cfg.model.endswith(".pt"):  # before anything is written or imported
+        try:
+            accepted = accept_detector_pt(cfg.model, trust_file, warn)
+        except DetectorRefused as e:
+            raise DetectorTrainingError(f"model: {e}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     data_yaml = _data_yaml(cfg, out_dir)
     os.environ.setdefault("YOLO_OFFLINE", "1")  # no update checks, no downloads: everything is local
@@ -129,7 +201,7 @@ def train_detector(
             ) from None
     else:
         try:
-            model = YOLO(cfg.model, task="detect")
+            model = initial_model(cfg, out_dir, accepted)
         except Exception as e:  # ultralytics raises several kinds for a name or file it cannot build
             raise DetectorTrainingError(
                 f"model {cfg.model!r}: ultralytics cannot build it ({type(e).__name__}); give a model yaml such as yolo11n.yaml or a local .pt"

@@ -13,7 +13,9 @@ import click
 from realtime.cli.common import fail, mega_config, parse_batches, refuse_overwriting_inputs
 from realtime.cli.video import (
     build_stages,
+    check_decode,
     check_model_options,
+    decode_option,
     input_files,
     model_options,
     run_with_progress,
@@ -222,8 +224,9 @@ def bench_backend_cmd(
 @click.option(
     "--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON."
 )
+@decode_option
 @model_options
-def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
+def bench_pipeline_cmd(input_path, render, frame_batch, json_path, decode, **kw):
     """End-to-end fps and per-stage ms of `mega-rt video` on IN, with its options (outputs go to a
     temporary folder)."""
     import tempfile
@@ -237,18 +240,20 @@ def bench_pipeline_cmd(input_path, render, frame_batch, json_path, **kw):
     if frame_batch < 1:
         fail(f"--frame-batch {frame_batch}: must be at least 1")
     refuse_overwriting_inputs({"--json": json_path}, input_files(kw, IN=input_path))
+    decode = check_decode(decode)
     detector, regressor, faces, what = build_stages(kw, video_fps(input_path))
     with tempfile.TemporaryDirectory() as tmp:
         options = PipelineOptions(source=input_path, out=str(Path(tmp) / "o.mp4") if render else None, results=str(Path(tmp) / "o.npz"),
-                                  max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"])  # fmt: skip
-        s = run_with_progress(options, kw, detector, regressor, faces, "bench", True)
+                                  max_people=kw["max_people"], max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"],
+                                  meta={"weights": what, **kw["run_meta"]}, joint_regressor=kw["joint_regressor"])  # fmt: skip
+        s = run_with_progress(options, kw, detector, regressor, faces, "bench", True, decode)
     click.echo(
         f"{input_path}: {what}, backend {kw['backend']}, device {regressor.device}, threads {torch.get_num_threads()}, samples {kw['samples']}"
     )
     click.echo(s.line())
     if json_path:
         figures = dict(input=input_path, frames=s.frames, people=s.people, fps=s.fps, wall_s=s.wall_s, stage_ms_per_frame=s.stage_ms,
-                       latency_ms=s.latency_ms, weights=what, samples=kw["samples"])  # fmt: skip
+                       latency_ms=s.latency_ms, weights=what, samples=kw["samples"], decode=decode, **kw["run_meta"])  # fmt: skip
         _write_json(json_path, _host_meta(**figures))
 
 

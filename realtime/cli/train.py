@@ -52,9 +52,15 @@ from realtime.cli.common import fail, parse_samples, train_errors
     help="Override threads (CPU threads per process; with --recipe, of every run and eval).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to OUT/scalars.jsonl).")
+@click.option(
+    "--trust-file",
+    is_flag=True,
+    help="detector: fine-tune from a model .pt that is neither an allow-listed official file nor the safe format (it is a pickle: it can run code).",
+)
 def train_cmd(
-    stage, config_path, recipe_path, sets, dry_run, package, resume, out_dir, stop_after, threads, no_progress
-):
+    stage, config_path, recipe_path, sets, dry_run, package, resume, out_dir, stop_after, threads, no_progress,
+    trust_file,
+):  # fmt: skip
     """Train one stage: tokenizer (Mesh-VQ-VAE), backbone (HRNet on 2D joint heatmaps), pretrain
     (masked tokens), hmr (MEGA from images); detector (ultralytics YOLO on synthetic scenes, for the
     offline demo of the detector path; see train/detector.py). Or run a recipe, the ordered runs that
@@ -80,7 +86,7 @@ def train_cmd(
     from train.config import ConfigError, TrainConfig, load_config
 
     if stage == "detector":
-        _train_detector(config_path, resume, out_dir, threads, no_progress)
+        _train_detector(config_path, resume, out_dir, threads, no_progress, trust_file)
         return
     from train.loop import Interrupted, train
 
@@ -143,7 +149,7 @@ def _run_recipe(recipe_path, sets, dry_run, package, threads, no_progress):
     click.echo(f"recipe {recipe_path}: every step done")
 
 
-def _train_detector(config_path, resume, out_dir, threads, no_progress):
+def _train_detector(config_path, resume, out_dir, threads, no_progress, trust_file=False):
     import dataclasses
     import json
     from pathlib import Path
@@ -159,8 +165,9 @@ def _train_detector(config_path, resume, out_dir, threads, no_progress):
     cfg = dataclasses.replace(cfg, **overrides)
     try:
         metrics = train_detector(
-            cfg, resume=resume, progress=not no_progress, config_text=Path(config_path).read_text()
-        )
+            cfg, resume=resume, progress=not no_progress, config_text=Path(config_path).read_text(),
+            trust_file=trust_file, warn=lambda line: click.echo(line, err=True),
+        )  # fmt: skip
     except DetectorTrainingError as e:
         fail(str(e))
     except KeyboardInterrupt:

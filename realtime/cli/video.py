@@ -101,6 +101,13 @@ def model_options(f):
             default=None,
             help="Precomputed boxes npz instead of a detector: rows frame, boxes_xyxy, optional track_id, score; a mega-rt synth ground truth; or a mega-rt results file.",
         ),
+        click.option(
+            "--regressor",
+            type=click.Path(dir_okay=False),
+            default=None,
+            metavar="FILE",
+            help="Joint regressor J_regressor_*.npy/.npz (J x 6890): adds joints_cam (M,J,3) to the results file.",
+        ),
         click.option("--det-conf", type=float, default=0.3, show_default=True, help="Detector confidence threshold."),
         click.option("--det-imgsz", type=int, default=640, show_default=True, help="Detector input size."),
         click.option(
@@ -175,7 +182,7 @@ def check_model_options(kw: dict) -> None:
     for opt, name in (("max_people", "--max-people"), ("max_frames", "--max-frames"), ("max_batch", "--batch")):
         if kw[opt] is not None and kw[opt] < 1:
             fail(f"{name} {kw[opt]}: must be at least 1")
-    for opt in ("weights", "mesh_weights", "boxes"):
+    for opt in ("weights", "mesh_weights", "boxes", "regressor"):
         if kw[opt] and not (opt == "weights" and kw[opt] in ("official", "demo")) and not os.path.isfile(kw[opt]):
             fail(f"--{opt.replace('_', '-')} {kw[opt]}: no such file")
     if kw["random_weights"] and kw["weights"]:
@@ -188,7 +195,7 @@ def input_files(kw: dict, **named) -> dict:
     from pathlib import Path
 
     files = dict(named)
-    for opt in ("weights", "mesh_weights", "boxes", "detector", "config_ref"):
+    for opt in ("weights", "mesh_weights", "boxes", "regressor", "detector", "config_ref"):
         path = kw.get(opt)
         if path and os.path.isfile(path):
             files["--config" if opt == "config_ref" else f"--{opt.replace('_', '-')}"] = path
@@ -248,6 +255,23 @@ def video_fps(path: str) -> float:
         fail(str(e))
 
 
+def joint_regressor(path: str | None):
+    """(the (J, 6890) tensor, its results-file fields) of --regressor; (None, {}) without one."""
+    if not path:
+        return None, {}
+    from pathlib import Path
+
+    from realtime.weights import load_regressor_file
+    from train.assets import sha256_of
+    from train.joints import RegressorError
+
+    try:
+        regressor = load_regressor_file(path)
+    except RegressorError as e:
+        fail(str(e) if str(e).startswith("--regressor") else f"--regressor {e}")
+    return regressor, {"regressor": Path(path).name, "regressor_sha256": sha256_of(Path(path))}
+
+
 def build_stages(kw: dict, fps: float | None = None):
     """(detector, regressor, faces, description) from the shared options; one-line errors otherwise.
     `fps`: the input's frame rate, for the tracker (None: the tracker's default)."""
@@ -273,6 +297,7 @@ def build_stages(kw: dict, fps: float | None = None):
         fail(f"--device {device}: no CUDA GPU is visible to torch")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         fail(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    kw["joint_regressor"], kw["regressor_meta"] = joint_regressor(kw.get("regressor"))
     try:  # before anything loads: options that do not go together are one line
         graph_options(device, kw["backend"], kw.get("cuda_graphs"), kw.get("compile_mode"))
     except RegressorOptionError as e:
@@ -283,7 +308,7 @@ def build_stages(kw: dict, fps: float | None = None):
 
         _, faces = read_template_ply(find_asset(TEMPLATE_ASSET))
         chosen = resolve_for_cli(kw)
-        kw["run_meta"] = {**chosen.weights.meta(), **chosen.detector.meta()}
+        kw["run_meta"] = {**chosen.weights.meta(), **chosen.detector.meta(), **kw["regressor_meta"]}
         det_imgsz = chosen.detector.imgsz if chosen.detector.imgsz and kw["det_imgsz"] == 640 else kw["det_imgsz"]
         threads = torch.get_num_threads()
         detector = build_detector(
@@ -326,7 +351,27 @@ def build_stages(kw: dict, fps: float | None = None):
     return detector, regressor, faces, what
 
 
-def run_with_progress(options, kw, detector, regressor, faces, progress_label: str, no_progress: bool):
+def decode_option(f):
+    """--decode of video and bench pipeline (realtime/video_read.py)."""
+    return click.option(
+        "--decode",
+        type=click.Choice(["cpu", "nvdec", "auto"]),
+        default="cpu",
+        show_default=True,
+        help="Video decoder: FFmpeg on the CPU, nvdec (FFmpeg's CUDA decoder; needs an NVIDIA GPU and a CUDA-enabled FFmpeg) or auto (nvdec where it opens).",
+    )(f)
+
+
+def check_decode(decode: str) -> str:
+    """'cpu' or 'nvdec' for --decode, before any model loads; one line (exit 2) where nvdec cannot run."""
+    from realtime.video_read import nvdec_problem, resolve_decode
+
+    if decode == "nvdec" and (problem := nvdec_problem()):
+        fail(f"--decode nvdec: {problem}; use --decode cpu (or auto)")
+    return resolve_decode(decode)
+
+
+def run_with_progress(options, kw, detector, regressor, faces, progress_label: str, no_progress: bool, decode="cpu"):
     from tqdm import tqdm
 
     from realtime.pipeline import run_pipeline
@@ -335,7 +380,9 @@ def run_with_progress(options, kw, detector, regressor, faces, progress_label: s
     from train.render import RendererUnavailable
 
     try:
-        source = VideoSource(options.source, live=options.live, pace=options.pace, max_frames=kw["max_frames"])
+        source = VideoSource(
+            options.source, live=options.live, pace=options.pace, max_frames=kw["max_frames"], decode=decode
+        )
     except SourceError as e:
         fail(str(e))
     total = source.frame_count if not source.live else None
@@ -445,8 +492,22 @@ def check_video_outputs(input_path: str, out, results, export_dir, no_render: bo
 @click.option(
     "--hud/--no-hud", default=False, show_default=True, help="Draw the end-to-end fps and latency on the overlay."
 )
+@decode_option
 @model_options
-def video(input_path, out, results, export_dir, export_format, frame_batch, no_render, fit_smpl, no_progress, hud, **kw):
+def video(
+    input_path,
+    out,
+    results,
+    export_dir,
+    export_format,
+    frame_batch,
+    no_render,
+    fit_smpl,
+    no_progress,
+    hud,
+    decode,
+    **kw,
+):
     """Process a whole video file: overlay mp4 (input fps and size) + results npz/jsonl."""
     from pathlib import Path
 
@@ -458,6 +519,7 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_r
     out, results = check_video_outputs(input_path, out, results, export_dir, no_render, kw)
     if fit_smpl and not Path(fit_smpl).exists():
         fail(f"--fit-smpl {fit_smpl}: SMPL model not found (an SMPL .pkl/.npz, or a folder with SMPL_NEUTRAL.pkl)")
+    decode = check_decode(decode)
     fps = video_fps(input_path)
     detector, regressor, faces, what = build_stages(kw, fps)
     targets = ", ".join(p for p in (out, results) if p)
@@ -467,8 +529,9 @@ def video(input_path, out, results, export_dir, export_format, frame_batch, no_r
     options = PipelineOptions(
         source=input_path, out=out, results=results, export_dir=export_dir, export_format=export_format, max_people=kw["max_people"],
         max_frames=kw["max_frames"], frame_batch=frame_batch, smooth=kw["smooth"], hud=hud, meta={"weights": what, **kw["run_meta"]},
+        joint_regressor=kw["joint_regressor"],
     )  # fmt: skip
-    _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress), options)
+    _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress, decode), options)
     if fit_smpl:
         from realtime.cli.outputs import fit_config, run_fit
 
@@ -544,6 +607,7 @@ def stream(camera, show, out, results, no_render, no_progress, hud, **kw):
     is_file = not camera.isdigit() and "://" not in camera
     detector, regressor, faces, what = build_stages(kw, source_fps(camera))
     options = PipelineOptions(source=camera, live=True, pace=is_file, out=out, results=results, show=show, max_people=kw["max_people"],
-                              max_frames=kw["max_frames"], smooth=kw["smooth"], hud=hud, meta={"weights": what, **kw["run_meta"]})  # fmt: skip
+                              max_frames=kw["max_frames"], smooth=kw["smooth"], hud=hud, meta={"weights": what, **kw["run_meta"]},
+                              joint_regressor=kw["joint_regressor"])  # fmt: skip
     summary = run_with_progress(options, kw, detector, regressor, faces, "stream", no_progress)
     _report(summary, options)

@@ -24,17 +24,24 @@ def _iou(a, b):
 
 
 @pytest.fixture(scope="module")
-def frames(tmp_path_factory, assets_dir):
-    """Three frames of different sizes from a `mega-rt synth` clip (rendered in its own process)."""
+def clip(tmp_path_factory, assets_dir):
+    """Five consecutive frames of a `mega-rt synth` clip of three people (rendered in its own process)."""
     import cv2
 
     out = tmp_path_factory.mktemp("synth") / "clip.mp4"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MEGA_RT_ASSETS": str(assets_dir), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "realtime.cli", "synth", str(out), "--people", "3", "--frames", "2",
+    subprocess.run([sys.executable, "-m", "realtime.cli", "synth", str(out), "--people", "3", "--frames", "5",
                     "--seed", "21"], check=True, env=env, capture_output=True, timeout=300)  # fmt: skip
     cap = cv2.VideoCapture(str(out))
-    got = [cap.read()[1] for _ in range(2)]
-    return [got[0], cv2.resize(got[1], (640, 360)), got[1][:500, :900].copy()]
+    return [cap.read()[1] for _ in range(5)]
+
+
+@pytest.fixture(scope="module")
+def frames(clip):
+    """Three frames of different sizes."""
+    import cv2
+
+    return [clip[0], cv2.resize(clip[1], (640, 360)), clip[1][:500, :900].copy()]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +75,71 @@ def test_graph_detector_matches_ultralytics_predict(frames, record, torch_engine
         np.testing.assert_allclose(np.sort(got[:, 5]), np.sort(want[:, 4]), atol=0.02)
         found += len(got)
     assert found >= batch  # synthetic people are there to be found
+
+
+def test_an_accepted_pt_as_the_graph_gives_ultralytics_boxes_and_track_ids(clip):
+    """What a .pt runs as on CUDA (there in fp16; here fp32 on the CPU): per frame the boxes of
+    ultralytics' predict and, through the same host ByteTracker, the same ids."""
+    from realtime.detect import GraphDetector, YoloDetector, pt_graph_detector
+    from realtime.types import Frame
+
+    graph = pt_graph_detector(DEMO_DETECTOR, IMGSZ, "cpu", conf=0.3, frame_rate=25.0)
+    yolo = YoloDetector(str(DEMO_DETECTOR), conf=0.3, imgsz=IMGSZ, device="cpu", frame_rate=25.0)
+    assert isinstance(graph, GraphDetector) and graph.engine.backend.name == "torch"
+    seen = 0
+    for start in (0, 2, 4):  # batches of 2, 2 and 1 frames, in order: the trackers see the same sequence
+        batch = [Frame(i, clip[i], 0.0) for i in range(start, min(start + 2, len(clip)))]
+        for got, want in zip(graph(batch), yolo(batch)):
+            assert got.frame_index == want.frame_index and got.count == want.count
+            if want.count:
+                iou = _iou(got.boxes_xyxy, want.boxes_xyxy)  # the tracker's boxes: the raw ones are checked above
+                assert (iou.max(1) > 0.97).all(), iou
+                assert got.track_ids.tolist() == want.track_ids[iou.argmax(1)].tolist()
+            seen += want.count
+    assert seen >= 3  # confirmed tracks were reported
+
+
+def test_a_pickle_is_refused_before_it_becomes_a_graph(tmp_path):
+    import pickle
+
+    from realtime.detect import DetectorError, pt_graph_detector
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": _Payload(marker)}))
+    with pytest.raises(DetectorError, match="pickle that can run code"):
+        pt_graph_detector(evil, IMGSZ, "cpu")
+    assert not marker.exists()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.gpu
+def test_on_cuda_a_pt_runs_as_the_fp16_graph(frames, torch_engine):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU; none is visible to torch")
+    from realtime.detect import GraphDetector, build_detector
+
+    detector = build_detector(str(DEMO_DETECTOR), imgsz=IMGSZ, device="cuda", track=False)
+    assert isinstance(detector, GraphDetector) and detector.engine.device.type == "cuda"
+    assert next(detector.engine.backend.module.parameters()).dtype == torch.float16
+    want, got = torch_engine.detect(frames, conf=0.3), detector.engine.detect(frames, conf=0.3)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got[:, 1:5], want[:, 1:5], atol=2.0)
+
+
+def test_on_the_cpu_a_pt_runs_behind_ultralytics_predict():
+    from realtime.detect import YoloDetector, build_detector
+
+    assert isinstance(build_detector(str(DEMO_DETECTOR), imgsz=IMGSZ, device="cpu", track=False), YoloDetector)
 
 
 @pytest.fixture(scope="module")

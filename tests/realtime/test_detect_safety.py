@@ -99,7 +99,7 @@ def test_unlisted_ultralytics_pt_is_refused_then_trusted(tmp_path, assets_dir, r
 
 
 def test_allowlisted_sha_loads_without_trust(tmp_path, random_yolo_pt, monkeypatch):
-    from realtime import detect
+    import train.detector
     from realtime.detect import DetectorError, load_pt
 
     with pytest.raises(DetectorError, match="not on the allow-list"):
@@ -107,12 +107,12 @@ def test_allowlisted_sha_loads_without_trust(tmp_path, random_yolo_pt, monkeypat
     listed = tmp_path / "list.json"
     sha = hashlib.sha256(random_yolo_pt.read_bytes()).hexdigest()
     listed.write_text(json.dumps({"files": {"random.pt": {"sha256": sha, "source": "test"}}}))
-    monkeypatch.setattr(detect, "ALLOWLIST", listed)
+    monkeypatch.setattr(train.detector, "ALLOWLIST", listed)
     assert load_pt(random_yolo_pt).model is not None
 
 
 def test_allowlist_entries_are_sha256_digests():
-    from realtime.detect import allowed_sha256
+    from train.detector import allowed_sha256
 
     digests = allowed_sha256()
     assert "yolo11n.pt" in digests.values()
