@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from realtime.cli import bench, export, info, synth, train, video
+from realtime.cli import batch, bench, export, info, synth, train, video
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +23,7 @@ for command in (
     synth.synth,
     video.video,
     video.stream,
+    batch.batch,
     bench.bench,
     export.export_cmd,
     export.verify,
