@@ -11,17 +11,13 @@ from realtime.cli.common import fail, refuse_overwriting_inputs
 EXIT_INTERRUPTED = 130
 
 
-def run_many(specs: list[str], kw: dict, out_dir, summary_path, no_render: bool, no_progress: bool, tick_frames, retries: int, retry_delay: float):  # fmt: skip
-    """Check the options, open every source, build the stages once and run all streams; exits like
-    `mega-rt stream` (0, 1 when a stream failed, 2 bad input, 130 interrupted)."""
-    from realtime.cli.video import build_stages, check_model_options, input_files
-    from realtime.multistream import StreamOptions, is_live_spec, open_source, output_paths, run_streams, stream_names
-    from realtime.multistream import write_summary as write_json
+def open_streams(specs: list[str], kw: dict, out_dir, summary_path, no_render: bool, tick_frames, retries: int, retry_delay: float, inputs: dict) -> list:  # fmt: skip
+    """Check the options and outputs of several streams (one line, exit 2, for any that cannot go) and
+    open every source; `inputs`: the files the run reads, by option (an output must not replace one)."""
+    from realtime.multistream import open_source, output_paths, stream_names
     from realtime.sinks import SinkError, check_writable
     from realtime.sources import SourceError
 
-    check_model_options(kw)
-    kw = {**kw, "tracking_off": kw["no_track"]}
     if kw["boxes"]:
         fail("--boxes holds the boxes of one video: it cannot go with several streams (use a detector)")
     if tick_frames is not None and tick_frames < 1:
@@ -30,15 +26,13 @@ def run_many(specs: list[str], kw: dict, out_dir, summary_path, no_render: bool,
         fail("--retries and --retry-delay must be >= 0")
     if out_dir is None and summary_path is None:
         fail("several streams write one overlay and one results file each: give --out-dir DIR (and/or --summary FILE)")
-    names = stream_names(specs)
-    inputs = input_files(kw, **{f"SRC {s}": s for s in specs if not is_live_spec(s)})
     outputs = {}
     if out_dir is not None:
         try:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             fail(f"--out-dir {out_dir}: cannot create ({e.strerror})")
-        for name in names:
+        for name in stream_names(specs):
             for kind, p in output_paths(out_dir, name, not no_render, True).items():
                 if p:
                     outputs[f"--out-dir {kind} of {name}"] = p
@@ -58,12 +52,21 @@ def run_many(specs: list[str], kw: dict, out_dir, summary_path, no_render: bool,
         for src in sources:
             src.stop()
         fail(str(e))
-    kw = {**kw, "no_track": True}  # one detector for every stream: tracking is per stream (track=)
-    track = not kw.get("tracking_off", False)
-    detector, regressor, faces, what = build_stages(kw, None)
+    return sources
+
+
+def run_many(specs: list[str], sources: list, stages: tuple, kw: dict, out_dir, summary_path, no_render: bool, no_progress: bool, tick_frames, retries: int, retry_delay: float):  # fmt: skip
+    """Run all streams on `stages` = (detector built untracked, regressor, faces, description); exits
+    like `mega-rt stream` (0, 1 when a stream failed, 2 bad input, 130 interrupted)."""
+    from realtime.multistream import StreamOptions, run_streams
+    from realtime.multistream import write_summary as write_json
+    from realtime.sinks import SinkError
+    from realtime.sources import SourceError
+
+    detector, regressor, faces, what = stages
     opts = StreamOptions(
         sources=tuple(specs), out_dir=out_dir, overlay=not no_render and out_dir is not None, results=out_dir is not None,
-        max_people=kw["max_people"], max_frames=kw["max_frames"], max_batch=tick_frames, track=track,
+        max_people=kw["max_people"], max_frames=kw["max_frames"], max_batch=tick_frames, track=not kw["no_track"],
         smooth=kw["smooth"], retries=retries, retry_delay_s=retry_delay, meta={"weights": what, **kw["run_meta"]},
     )  # fmt: skip
     click.echo(f"{len(specs)} streams -> {out_dir or 'no files'}  ({what}, backend {kw['backend']}, detector {getattr(detector, 'name', '?')})")  # fmt: skip

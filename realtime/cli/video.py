@@ -530,9 +530,15 @@ def stream(sources, camera, show, out, results, no_render, out_dir, summary_path
     if len(specs) > 1 or out_dir is not None or summary_path is not None:
         if show or out or results:
             fail("several streams (or --out-dir/--summary) write per stream into --out-dir: --show, --out and --results are for one stream")  # fmt: skip
-        from realtime.cli.streams import run_many
+        from realtime.cli.streams import open_streams, run_many
 
-        return run_many(specs, kw, out_dir, summary_path, no_render, no_progress, tick_frames, retries, retry_delay)
+        check_model_options(kw)
+        files = {f"SRC {s}": s for s in specs if not s.isdigit() and "://" not in s}
+        sources = open_streams(specs, kw, out_dir, summary_path, no_render, tick_frames, retries, retry_delay, input_files(kw, **files))  # fmt: skip
+        stage_kw = {**kw, "no_track": True}  # one detector for all streams: each stream tracks its own people
+        stages = build_stages(stage_kw, None)
+        run_many(specs, sources, stages, {**kw, "run_meta": stage_kw["run_meta"]}, out_dir, summary_path, no_render, no_progress, tick_frames, retries, retry_delay)  # fmt: skip
+        return
     camera = specs[0]
     check_model_options(kw)
     show = check_stream_outputs(camera, show, out, results, no_render, kw)
