@@ -163,6 +163,44 @@ def test_ray_worker_killed_mid_video_is_retried_and_outputs_match(reference, vid
         ray.shutdown()
 
 
+def test_local_pool_worker_killed_mid_video_is_rerun_and_outputs_match(reference, videos, tmp_path):
+    """Two spawned worker processes; one is killed while it writes: the pool breaks, a new one reruns
+    the unfinished videos, and every result equals the single-process run's."""
+    from realtime.batch import plan_jobs, run_batch, verify_outputs
+
+    _, ref_jobs = reference
+    out = tmp_path / "pool_out"
+    out.mkdir()
+    jobs = plan_jobs(videos[:2], out, overlay=False)
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_one_writer():
+        while not done.is_set() and not killed:
+            for p in out.glob(".*.spill"):
+                pid = p.name[1:].rsplit(".", 2)[1]
+                if pid.isdigit() and int(pid) != os.getpid():
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=kill_one_writer, daemon=True)
+    watcher.start()
+    try:
+        report = run_batch(jobs, _kw(), out, workers=2, retries=2, echo=lambda line: None)
+    finally:
+        done.set()
+        watcher.join()
+    assert killed and len(report.done) == 2 and not report.failed, report.table()
+    assert all(r["worker_pid"] not in killed for r in report.done)
+    for job, ref in zip(jobs, ref_jobs):
+        assert verify_outputs(job) is None
+        got, want = _rows(job.results), _rows(ref.results)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=f"{job.key} {k}")
+
+
 def test_cli_batch_runs_and_reports_bad_input(videos, tmp_path):
     from click.testing import CliRunner
 
