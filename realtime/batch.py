@@ -298,7 +298,7 @@ def run_batch(jobs: list[Job], kw: dict, out_dir, workers: int = 1, ray_address:
     weights = weights or {}
     stamp = fingerprint(settings, weights)
     report = BatchReport([], [], [])
-    todo = []
+    to_run = []
     for job in jobs:
         entry = manifest.entry(job.key)
         if entry and entry.get("status") == "done" and entry.get("fingerprint") == stamp:
@@ -309,8 +309,8 @@ def run_batch(jobs: list[Job], kw: dict, out_dir, workers: int = 1, ray_address:
             echo(f"{job.key}: redoing: {why}")
         elif entry and entry.get("status") == "done":
             echo(f"{job.key}: redoing: the settings or weights changed")
-        todo.append(job)
-    for job in todo:
+        to_run.append(job)
+    for job in to_run:
         manifest.update(job.key, input=job.input, outputs={"results": job.results, "overlay": job.overlay}, status="pending",
                         settings=settings, weights=weights, fingerprint=stamp, error=None)  # fmt: skip
 
@@ -323,17 +323,17 @@ def run_batch(jobs: list[Job], kw: dict, out_dir, workers: int = 1, ray_address:
         fields = {k: result.get(k) for k in ("status", "frames", "wall_s", "worker_pid", "error")}
         manifest.update(job.key, **fields, cleaned=result.get("cleaned", []))
         if progress is not None:
-            progress(len(report.done) + len(report.failed), len(todo))
+            progress(len(report.done) + len(report.failed), len(to_run))
 
-    if todo:
+    if to_run:
         if ray_address is not None:
-            _run_ray(todo, kw, frame_batch, workers, ray_address, retries, finish)
+            _run_ray(to_run, kw, frame_batch, workers, ray_address, retries, finish)
         elif workers <= 1:
             worker = VideoWorker(kw, frame_batch)
-            for job in todo:
+            for job in to_run:
                 finish(job, worker.run(job))
         else:
-            _run_pool(todo, kw, frame_batch, workers, retries, finish)
+            _run_pool(to_run, kw, frame_batch, workers, retries, finish)
     report.wall_s = time.perf_counter() - t0
     return report
 
