@@ -98,6 +98,20 @@ class VideoSource:
                 return
             yield item
 
+    def poll(self):
+        """The next queued frame without waiting: a Frame, None (none yet), or StopIteration at the end
+        (the reader's error raised instead, if any). For a consumer that serves several sources."""
+        try:
+            item = self.queue.get_nowait()
+        except queue.Empty:
+            return None
+        if item is _END:
+            self.queue.put_nowait(_END)  # stays ended for the next poll
+            if self.error is not None:
+                raise self.error
+            raise StopIteration
+        return item
+
     def _put(self, item):
         if not self.live or item is _END:
             while not self._stop.is_set():

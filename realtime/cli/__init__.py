@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from realtime.cli import app, bench, export, info, outputs, synth, train, video, view
+from realtime.cli import app, batch, bench, export, info, outputs, synth, train, video, view
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +23,7 @@ for command in (
     synth.synth,
     video.video,
     video.stream,
+    batch.batch,
     bench.bench,
     export.export_cmd,
     export.verify,

@@ -581,27 +581,55 @@ def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: d
 
 
 @click.command("stream")
+@click.argument("sources", nargs=-1, metavar="[SRC]...")
 @click.option(
     "--camera",
     "camera",
     default=None,
-    help="Camera index (0), a URL (rtsp://, http://) or a file played at its own rate.",
+    help="Camera index (0), a URL (rtsp://, http://) or a file played at its own rate (also as SRC; several SRC share one batched model).",
 )
 @click.option("--show/--no-show", default=None, help="Live window (default: on when a display exists).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also record the overlay to this mp4.")
 @click.option("--results", default=None, type=click.Path(dir_okay=False), help="Also write the results npz.")
 @click.option("--no-render", is_flag=True, help="Results only (no window, no overlay, no OpenGL/EGL needed).")
+@click.option(
+    "--out-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Several SRC: one overlay <n>_<name>_mega.mp4 and one results .npz per stream in DIR.",
+)
+@click.option("--summary", "summary_path", default=None, type=click.Path(dir_okay=False), help="Several SRC: JSON summary (per stream frames, drops, re-opens, latency percentiles).")  # fmt: skip
+@click.option("--tick-frames", type=int, default=None, help="Several SRC: most streams per batched call (default: all; round-robin when more have a frame).")  # fmt: skip
+@click.option("--retries", type=int, default=3, show_default=True, help="Several SRC: re-opens of a camera or URL that ends.")  # fmt: skip
+@click.option("--retry-delay", type=float, default=1.0, show_default=True, help="Seconds before the first re-open; the k-th waits k times as long.")  # fmt: skip
 @click.option("--no-progress", is_flag=True)
 @click.option(
     "--hud/--no-hud", default=True, show_default=True, help="Draw the end-to-end fps and latency on the overlay."
 )
 @model_options
-def stream(camera, show, out, results, no_render, no_progress, hud, **kw):
-    """Live input: stays real time by dropping frames when behind; latency percentiles on exit."""
+def stream(sources, camera, show, out, results, no_render, out_dir, summary_path, tick_frames, retries, retry_delay, no_progress, hud, **kw):  # fmt: skip
+    """Live input: stays real time by dropping frames when behind; latency percentiles on exit.
+
+    Several SRC (cameras, URLs, files at their fps) run one reader each and one shared model: each
+    tick batches the newest frame of every stream; outputs, tracking and counters per stream."""
     from realtime.pipeline import PipelineOptions
 
-    if camera is None:
-        fail("give --camera 0 (a camera index), a URL or a video file")
+    specs = list(sources) + ([camera] if camera is not None else [])
+    if not specs:
+        fail("give a source: SRC or --camera 0 (a camera index), a URL or a video file")
+    if len(specs) > 1 or out_dir is not None or summary_path is not None:
+        if show or out or results:
+            fail("several streams (or --out-dir/--summary) write per stream into --out-dir: --show, --out and --results are for one stream")  # fmt: skip
+        from realtime.cli.streams import open_streams, run_many
+
+        check_model_options(kw)
+        files = {f"SRC {s}": s for s in specs if not s.isdigit() and "://" not in s}
+        sources = open_streams(specs, kw, out_dir, summary_path, no_render, tick_frames, retries, retry_delay, input_files(kw, **files))  # fmt: skip
+        stage_kw = {**kw, "no_track": True}  # one detector for all streams: each stream tracks its own people
+        stages = build_stages(stage_kw, None)
+        run_many(specs, sources, stages, {**kw, "run_meta": stage_kw["run_meta"]}, out_dir, summary_path, no_render, no_progress, tick_frames, retries, retry_delay)  # fmt: skip
+        return
+    camera = specs[0]
     check_model_options(kw)
     show = check_stream_outputs(camera, show, out, results, no_render, kw)
     is_file = not camera.isdigit() and "://" not in camera
