@@ -341,7 +341,9 @@ class ResultsSink:
                 self._spilled[key] = (rows, row_shape)
                 parts.clear()
         except OSError as e:
-            raise SinkError(write_failure(self.spill_dir, e, "spill results")) from None
+            raise SinkError(
+                write_failure(self.path, e, f"write the results (spilling rows to {self.spill_dir.name})")
+            ) from None
         self.buffered_rows = 0
         counts = {n for n, _ in self._spilled.values()}
         if len(counts) > 1:  # e.g. vertex_std on some rows only: the arrays would not line up

@@ -9,6 +9,9 @@ official loader's `strict=False` hides such mistakes).
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,8 +38,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"{path}: not a readable PyTorch checkpoint (it starts with {head!r}, not the zip or pickle header torch.save writes)"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated zip, foreign types
+        with warnings.catch_warnings():  # a plain pickle of another protocol: the refusal below says enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses a global: the file asks to run code to load
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        raise CheckpointError(
+            f"{path}: refused: loading it would run {found.group(1) if found else 'code'} (a checkpoint of "
+            "tensors never needs to); re-save its state dict with torch.save(model.state_dict(), ...)"
+        ) from None
+    except Exception as e:  # truncated zip, foreign types
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}{': ' + first[:160] if first else ''})"

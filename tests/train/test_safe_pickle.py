@@ -74,3 +74,19 @@ def test_a_truncated_pickle_is_one_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(UnsafePickle, match="cut.pkl: not a readable pickle"):
         load_data_pickle(path)
+
+
+def test_a_checkpoint_that_runs_code_is_refused_by_name(tmp_path):
+    import torch
+
+    from train.checkpoint import CheckpointError, read_checkpoint
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "mega.pt"
+    torch.save({"model": {"w": _Payload(marker)}}, path)
+    with pytest.raises(CheckpointError, match="mega.pt: refused: loading it would run posix.system"):
+        read_checkpoint(path)
+    plain = _write(tmp_path / "plain.pt", {"model": _Payload(marker)}, protocol=4)
+    with pytest.raises(CheckpointError, match="plain.pt: refused: loading it would run"):
+        read_checkpoint(plain)
+    assert not marker.exists()
