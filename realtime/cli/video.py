@@ -526,7 +526,7 @@ def video(
     if fit_smpl:
         from realtime.cli.outputs import fit_before_run
 
-        fit = fit_before_run(results, fit_smpl, correspondence, kw["device"], input_files(kw, IN=input_path))
+        fit_inputs = fit_before_run(results, fit_smpl, correspondence, kw["device"], input_files(kw, IN=input_path))
     elif correspondence:
         fail("--correspondence goes with --fit-smpl")
     decode = check_decode(decode)
@@ -545,7 +545,7 @@ def video(
     if fit_smpl:
         from realtime.cli.outputs import run_fit
 
-        run_fit(results, *fit)
+        run_fit(results, *fit_inputs)
 
 
 def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: dict) -> bool:

@@ -123,6 +123,7 @@ def smplx_model_file(folder, assets_dir):
         hands_componentsl=np.eye(45), hands_componentsr=np.eye(45), hands_meanl=np.zeros(45), hands_meanr=np.zeros(45),
         lmk_faces_idx=np.arange(51), lmk_bary_coords=np.full((51, 3), 1 / 3),
         dynamic_lmk_faces_idx=np.zeros((79, 17), np.int64), dynamic_lmk_bary_coords=np.full((79, 17, 3), 1 / 3),
+        joint2num=np.array({"pelvis": 0}, dtype=object),  # the release's .npz holds such pickled extras
     )  # fmt: skip
     path = folder / "SMPLX_NEUTRAL.npz"
     np.savez(path, **arrays)
