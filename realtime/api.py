@@ -132,19 +132,35 @@ class MeshRecovery:
 
     @staticmethod
     def fit_smpl(
-        results: str, smpl_model: str, smooth_weight: float = 0.0, device: str = "cpu", out: str | None = None
+        results: str,
+        smpl_model: str,
+        smooth_weight: float = 0.0,
+        device: str = "cpu",
+        out: str | None = None,
+        correspondence: str | None = None,
     ):
         """SMPL parameters for every track of a results file (`mega-rt fit`): writes `<stem>_smpl.npz`
-        (docs/results-format.md) and returns its arrays."""
+        (docs/results-format.md) and returns its arrays. `correspondence`: the SMPL <-> SMPL-X vertex map
+        an SMPL-X model needs (`mega-rt fit --correspondence`)."""
         import os
 
-        from realtime.fit_smpl import BodyModel, FitConfig, FitError, fit_results, smpl_results_name, write_smpl_npz
+        from realtime.fit_smpl import (
+            BodyModel,
+            FitConfig,
+            FitError,
+            fit_results,
+            load_correspondence,
+            smpl_results_name,
+            write_smpl_npz,
+        )
 
         cfg = FitConfig(smooth_weight=smooth_weight, device=device)
         target = out or smpl_results_name(results)
-        if os.path.realpath(target) in (os.path.realpath(results), os.path.realpath(smpl_model)):
+        inputs = [os.path.realpath(p) for p in (results, smpl_model, correspondence) if p]
+        if os.path.realpath(target) in inputs:
             raise FitError(f"{target}: is an input; choose another out")
-        arrays = fit_results(results, BodyModel(smpl_model, cfg.num_betas, device), cfg)
+        vertex_map = load_correspondence(correspondence, device) if correspondence else None
+        arrays = fit_results(results, BodyModel(smpl_model, cfg.num_betas, device), cfg, correspondence=vertex_map)
         write_smpl_npz(target, arrays)
         return arrays
 

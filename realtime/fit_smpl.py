@@ -3,8 +3,14 @@ shape vector, fitted to the mesh vertices (known correspondence) in the camera f
 
 The body is smplx's linear blend skinning (`smplx.lbs.lbs`) on the arrays of an SMPL or SMPL-X model file,
 read without running code from it (train.data.smpl.load_struct). Every frame of a track is one row of a
-batch: a closed-form start (each joint's rotation by Kabsch on the vertices it carries), then L-BFGS on all frames together; a frame left
-worse than the one before it starts again from that frame's solution (warm start, frame to frame).
+batch: a closed-form start (each joint's rotation by Kabsch on the vertices it carries), then L-BFGS on all
+frames together; a frame left worse than the one before it starts again from that frame's solution (warm
+start, frame to frame).
+
+An SMPL-X body (10475 vertices) meets MEGA's SMPL-topology meshes (6890) through a vertex map, as smplx's
+transfer_model does with its deformation-transfer files: either SMPL -> SMPL-X (smpl2smplx, 10475 x 6890;
+the meshes are mapped and SMPL-X is fitted to them) or SMPL-X -> SMPL (smplx2smpl, 6890 x 10475; the posed
+SMPL-X mesh is mapped and compared with the meshes).
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from realtime.anim.results import read_results
 from train.geometry import axis_angle_to_matrix
 
 _BODY_JOINTS = {"smpl": 23, "smplx": 21}  # SMPL-X: the 21 body joints; jaw, eyes and fingers stay at rest
+# smplx's SHAPE_SPACE_DIM and EXPRESSION_SPACE_DIM: an SMPL-X file holds shape then expression directions,
+# and one with fewer than 300 (+100) is read as 10 shape (+10 expression) directions
+_SHAPE_SPACE, _EXPRESSION_SPACE = 300, {"smpl": 0, "smplx": 100}
+_CSR_KEYS = ("data", "indices", "indptr", "shape")
 
 
 class FitError(ValueError):
@@ -30,7 +40,7 @@ class FitError(ValueError):
 @dataclass(frozen=True)
 class FitConfig:
     num_betas: int = 10
-    iterations: int = 40  # L-BFGS steps on all frames of a track at once
+    iterations: int = 20  # L-BFGS steps on all frames of a track at once (`mega-rt fit --iterations`)
     smooth_weight: float = 0.0  # weight of the squared vertex acceleration between consecutive frames
     rescue_ratio: float = 1.5  # a frame this much worse than the one before it restarts from that one
     device: str = "cpu"
@@ -59,7 +69,9 @@ class BodyModel:
 
         self.kind = "smplx" if hasattr(struct, "hands_componentsl") or hasattr(struct, "lmk_faces_idx") else "smpl"
         shapedirs = array("shapedirs")
-        self.num_betas = min(num_betas, shapedirs.shape[-1])
+        full = shapedirs.shape[-1] >= _SHAPE_SPACE + _EXPRESSION_SPACE[self.kind]
+        shape_dirs = _SHAPE_SPACE if full else 10
+        self.num_betas = min(num_betas, shape_dirs, shapedirs.shape[-1])
         self.v_template = array("v_template")
         self.shapedirs = shapedirs[..., : self.num_betas].contiguous()
         posedirs = array("posedirs")
@@ -79,6 +91,10 @@ class BodyModel:
     def num_verts(self) -> int:
         return int(self.v_template.shape[0])
 
+    def vertex_owner(self) -> torch.Tensor:
+        """(V,) the joint that carries each vertex most."""
+        return self.weights.argmax(1)
+
     def forward(self, global_orient, body_pose, betas, transl):
         """(B,3), (B,3*num_body_joints), (B,K), (B,3) -> verts (B,V,3), joints (B,J,3), same frame as transl."""
         from smplx.lbs import lbs
@@ -97,6 +113,180 @@ class BodyModel:
 
     def shaped_verts(self, betas: torch.Tensor) -> torch.Tensor:
         return self.v_template + torch.einsum("bk,vck->bvc", betas, self.shapedirs)
+
+
+class VertexMap:
+    """A linear map between the vertices of two topologies of one body: out = matrix @ in, with `rows`
+    output and `cols` input vertices (smplx's deformation-transfer matrices). Held as each output vertex's
+    few weighted inputs (a gather, which forward- and reverse-mode autograd both go through) or, when rows
+    are dense, as a matrix."""
+
+    _MAX_GATHER = 32  # inputs per output vertex up to which the gather beats a dense product
+
+    def __init__(self, rows, cols, values, shape, path: Path, device: str = "cpu"):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.path = path
+        counts = np.bincount(rows, minlength=self.shape[0])
+        width = int(counts.max()) if len(rows) else 0
+        if width <= self._MAX_GATHER:
+            order = np.lexsort((cols, rows))
+            rows, cols, values = rows[order], cols[order], values[order]
+            slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+            index = np.zeros((self.shape[0], width), np.int64)
+            weight = np.zeros((self.shape[0], width), np.float32)
+            index[rows, slot], weight[rows, slot] = cols, values
+            self.index = torch.as_tensor(index, device=device)
+            self.weight = torch.as_tensor(weight, device=device)
+            self.matrix = None
+        else:
+            matrix = np.zeros(self.shape, np.float32)
+            np.add.at(matrix, (rows, cols), values)
+            self.matrix = torch.as_tensor(matrix, device=device)
+
+    def __call__(self, verts: torch.Tensor) -> torch.Tensor:
+        """(B, cols, C) -> (B, rows, C)."""
+        if self.matrix is not None:
+            return torch.einsum("oi,bic->boc", self.matrix, verts)
+        return torch.einsum("bokc,ok->boc", verts[:, self.index], self.weight)
+
+
+def _csr_triplets(path: Path, data, indices, indptr, shape):
+    """Checked CSR arrays -> (rows, cols, values, shape)."""
+    shape = tuple(int(n) for n in np.asarray(shape).reshape(-1))
+    data, indices, indptr = np.asarray(data), np.asarray(indices), np.asarray(indptr)
+    if len(shape) != 2 or min(shape) < 1 or indptr.shape != (shape[0] + 1,) or indices.shape != data.shape:
+        raise FitError(f"{path}: not a CSR matrix (indptr needs shape[0]+1 entries, indices one per value)")
+    if indptr[0] != 0 or indptr[-1] != len(data) or (np.diff(indptr) < 0).any():
+        raise FitError(f"{path}: CSR indptr must rise from 0 to the number of values")
+    if len(indices) and (indices.min() < 0 or indices.max() >= shape[1]):
+        raise FitError(f"{path}: CSR column indices outside the {shape[1]} columns")
+    rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
+    return rows, indices.astype(np.int64), data, shape
+
+
+def _dense_triplets(path: Path, matrix):
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
+        raise FitError(f"{path}: the correspondence must be a 2-D numeric matrix, not {matrix.dtype} {matrix.shape}")
+    rows, cols = np.nonzero(matrix)
+    return rows, cols, matrix[rows, cols], matrix.shape
+
+
+def _matrix_triplets(path: Path, matrix):
+    if hasattr(matrix, "tocsr"):  # a scipy sparse matrix (smplx's .pkl files)
+        m = matrix.tocsr()
+        return _csr_triplets(path, m.data, m.indices, m.indptr, m.shape)
+    return _dense_triplets(path, matrix)
+
+
+def load_correspondence(path: str | Path, device: str = "cpu") -> VertexMap:
+    """A vertex map from an .npz (a dense `matrix`, or CSR `data`, `indices`, `indptr`, `shape`) or an
+    smplx deformation-transfer .pkl (`mtx`, whose second half of columns acts on normals and is dropped,
+    as smplx does without normals; or a dense `matrix`). Nothing in the file runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FitError(f"{path}: correspondence file not found (an .npz matrix or smplx's *_deftrafo_setup.pkl)")
+    what = "a dense `matrix` or a CSR matrix (`data`, `indices`, `indptr`, `shape`)"
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if all(k in z.files for k in _CSR_KEYS):
+                    triplets = _csr_triplets(path, *(z[k] for k in _CSR_KEYS))
+                elif "matrix" in z.files:
+                    triplets = _dense_triplets(path, z["matrix"])
+                else:
+                    raise FitError(f"{path}: holds {', '.join(z.files) or 'nothing'}; a correspondence needs {what}")
+        except (OSError, ValueError) as e:
+            if isinstance(e, FitError):
+                raise
+            raise FitError(f"{path}: not a readable .npz ({e})") from None
+    elif path.suffix.lower() == ".pkl":
+        from train.safe_pickle import UnsafePickle, load_data_pickle
+
+        try:
+            data = load_data_pickle(path)
+        except UnsafePickle as e:
+            raise FitError(str(e)) from None
+        if not isinstance(data, dict) or not ({"mtx", "matrix"} & set(data)):
+            raise FitError(f"{path}: not a deformation-transfer file (a dict with `mtx` or `matrix`)")
+        if "mtx" in data:
+            rows, cols, values, shape = _matrix_triplets(path, data["mtx"])
+            if shape[1] % 2:
+                raise FitError(f"{path}: `mtx` has {shape[1]} columns; smplx's layout is vertices then normals")
+            keep = cols < shape[1] // 2
+            triplets = rows[keep], cols[keep], values[keep], (shape[0], shape[1] // 2)
+        else:
+            triplets = _matrix_triplets(path, data["matrix"])
+    else:
+        raise FitError(f"{path}: a correspondence must be an .npz ({what}) or smplx's *_deftrafo_setup.pkl")
+    rows, cols, values, shape = triplets
+    values = np.asarray(values, np.float64)
+    if not np.isfinite(values).all():
+        raise FitError(f"{path}: the correspondence holds values that are not finite")
+    empty = shape[0] - len(np.unique(rows[values != 0]))
+    if empty:
+        raise FitError(f"{path}: {empty} of the {shape[0]} output vertices map from nothing (rows without a weight)")
+    return VertexMap(rows, cols, values, shape, path, device)
+
+
+class MappedBody:
+    """A body model seen through a vertex map: its posed and rest meshes in the map's output topology
+    (SMPL-X posed, then mapped to SMPL), for the fit to compare with meshes of that topology."""
+
+    def __init__(self, model: BodyModel, to_meshes: VertexMap):
+        self.model, self.to_meshes = model, to_meshes
+        self.device, self.num_betas, self.parents = model.device, model.num_betas, model.parents
+        self.num_joints, self.num_body_joints = model.num_joints, model.num_body_joints
+
+    @property
+    def num_verts(self) -> int:
+        return self.to_meshes.shape[0]
+
+    def vertex_owner(self) -> torch.Tensor:
+        return self.to_meshes(self.model.weights[None])[0].argmax(1)
+
+    def forward(self, global_orient, body_pose, betas, transl):
+        verts, joints = self.model.forward(global_orient, body_pose, betas, transl)
+        return self.to_meshes(verts), joints
+
+    def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
+        return self.model.rest_joints(betas)
+
+    def shaped_verts(self, betas: torch.Tensor) -> torch.Tensor:
+        return self.to_meshes(self.model.shaped_verts(betas))
+
+
+def fit_topology(model: BodyModel, mesh_verts: int, correspondence: VertexMap | None, meshes: str | Path):
+    """What the fit compares, for meshes of `mesh_verts` vertices: (body, to_model) where `body` gives meshes
+    of the fitted topology and `to_model` (or None) maps the meshes into it. A one-line FitError when the
+    model, the meshes and the correspondence do not fit together."""
+    if correspondence is None:
+        if model.num_verts == mesh_verts:
+            return model, None
+        if model.kind == "smplx":
+            raise FitError(
+                f"{meshes}: meshes have {mesh_verts} vertices, the SMPL-X model {model.path} {model.num_verts}; "
+                "give --correspondence FILE mapping between them (smplx's smpl2smplx_deftrafo_setup.pkl "
+                "or smplx2smpl_deftrafo_setup.pkl, or an .npz matrix)"
+            )
+        raise FitError(
+            f"{meshes}: meshes have {mesh_verts} vertices, the {model.kind.upper()} model {model.path} "
+            f"{model.num_verts}; give a model of the meshes' topology (SMPL for mega-rt results)"
+        )
+    if model.num_verts == mesh_verts:
+        raise FitError(
+            f"{correspondence.path}: the model {model.path} and the meshes share one topology "
+            f"({mesh_verts} vertices); drop --correspondence"
+        )
+    if correspondence.shape == (model.num_verts, mesh_verts):
+        return model, correspondence
+    if correspondence.shape == (mesh_verts, model.num_verts):
+        return MappedBody(model, correspondence), None
+    raise FitError(
+        f"{correspondence.path}: a {correspondence.shape[0]} x {correspondence.shape[1]} matrix; the meshes have "
+        f"{mesh_verts} vertices and the model {model.num_verts}, so it must be {model.num_verts} x {mesh_verts} "
+        f"(meshes to model) or {mesh_verts} x {model.num_verts} (model to meshes)"
+    )
 
 
 def matrix_to_axis_angle(rotmat: torch.Tensor) -> torch.Tensor:
@@ -137,11 +327,13 @@ def _kabsch(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return rot, mu_d - (rot @ mu_s[:, None])[..., 0]
 
 
-def _part_rotations(model: BodyModel, rest: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _part_rotations(
+    model: BodyModel | MappedBody, rest: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form start: each joint's global rotation by Kabsch on the vertices it carries most (they move
     almost rigidly with it), then local = parent^T @ global. rest (V,3): the shaped body at rest.
     -> global_orient (T,3), body_pose (T,3*nb)."""
-    owner = model.weights.argmax(1)
+    owner = model.vertex_owner()
     count = len(target)
     eye = torch.eye(3, device=target.device).expand(count, 3, 3)
     glob = []
@@ -174,7 +366,7 @@ class _Params(torch.nn.Module):
         self.betas = torch.nn.Parameter(betas.clone())
 
 
-def _optimise(model: BodyModel, target, params: _Params, frames, cfg: FitConfig, fit_betas: bool = True):
+def _optimise(model: BodyModel | MappedBody, target, params: _Params, frames, cfg: FitConfig, fit_betas: bool = True):
     """L-BFGS on the summed per-frame mean squared vertex error (+ smoothness); returns per-frame error (m)."""
     group = [params.orient, params.pose, params.transl] + ([params.betas] if fit_betas else [])
     opt = torch.optim.LBFGS(group, lr=1, max_iter=cfg.iterations, history_size=50, line_search_fn="strong_wolfe",
@@ -198,19 +390,19 @@ def _optimise(model: BodyModel, target, params: _Params, frames, cfg: FitConfig,
         return (verts - target).norm(dim=-1).mean(-1)
 
 
-def _rigid_start(model: BodyModel, target: torch.Tensor, betas: torch.Tensor):
+def _rigid_start(model: BodyModel | MappedBody, target: torch.Tensor, betas: torch.Tensor):
     """(orient, pose, transl, betas) of the closed-form start for the body of shape `betas` (1,K)."""
     rest = model.shaped_verts(betas)[0]
     orient, pose = _part_rotations(model, rest, target)
     j0 = model.rest_joints(betas)[0, 0]
-    root = model.weights.argmax(1) == 0
+    root = model.vertex_owner() == 0
     rot = axis_angle_to_matrix(orient)
     t = target[:, root].mean(1) - (rot @ rest[root].mean(0)[:, None])[..., 0]
     # lbs rotates the body about its root joint: v = R (x - j0) + j0 + transl
     return orient, pose, t + (rot @ j0[:, None])[..., 0] - j0, betas
 
 
-def _solve_shape(model: BodyModel, target: torch.Tensor, params: _Params, chunk: int = 64) -> None:
+def _solve_shape(model: BodyModel | MappedBody, target: torch.Tensor, params: _Params, chunk: int = 64) -> None:
     """For fixed joint rotations the posed vertices are linear in betas and translation (the joints are
     linear in the shaped rest vertices): one least-squares solve of the shared betas over every frame,
     then each frame's translation. Updates `params` in place."""
@@ -243,7 +435,7 @@ def _solve_shape(model: BodyModel, target: torch.Tensor, params: _Params, chunk:
         params.transl += torch.cat(residuals) - torch.einsum("nck,k->nc", torch.cat(jacobians), delta)
 
 
-def fit_track(model: BodyModel, verts_cam: torch.Tensor, frames: np.ndarray, cfg: FitConfig) -> dict:
+def fit_track(model: BodyModel | MappedBody, verts_cam: torch.Tensor, frames: np.ndarray, cfg: FitConfig) -> dict:
     """Fit one track: verts_cam (T,V,3) in the camera frame (m), frames (T,) increasing. Returns tensors
     global_orient (T,3), body_pose (T,3*nb), transl (T,3), betas (K,), error (T,) mean vertex distance (m)."""
     target = verts_cam.to(model.device, torch.float32)
@@ -289,14 +481,13 @@ def smpl_results_name(results: str | Path) -> Path:
     return results.with_name(f"{results.stem}_smpl.npz")
 
 
-def fit_results(results_path: str | Path, model: BodyModel, cfg: FitConfig, tracks=None, log=None) -> dict:
-    """Fit every track (or those in `tracks`) of a `mega-rt video` results file -> the *_smpl.npz arrays."""
+def fit_results(
+    results_path: str | Path, model: BodyModel, cfg: FitConfig, tracks=None, log=None, correspondence=None
+) -> dict:
+    """Fit every track (or those in `tracks`) of a `mega-rt video` results file -> the *_smpl.npz arrays.
+    `correspondence`: a VertexMap between the meshes' and the model's topologies where they differ."""
     res = read_results(results_path)
-    if res.num_verts != model.num_verts:
-        raise FitError(
-            f"{results_path}: meshes have {res.num_verts} vertices, the {model.kind.upper()} model {model.path} "
-            f"{model.num_verts}; give a model of the meshes' topology (SMPL for mega-rt results)"
-        )
+    body, to_model = fit_topology(model, res.num_verts, correspondence, results_path)
     chosen = res.track_ids() if tracks is None else [t for t in res.track_ids() if t in set(tracks)]
     if tracks is not None and not chosen:
         raise FitError(f"{results_path}: no track {', '.join(map(str, tracks))} (tracks: {res.track_ids()})")
@@ -304,8 +495,8 @@ def fit_results(results_path: str | Path, model: BodyModel, cfg: FitConfig, trac
     track_betas, start = [], time.perf_counter()
     for track in chosen:
         rows = res.rows_of(track)
-        verts = torch.from_numpy(res.verts(rows))
-        fit = fit_track(model, verts, res.frame[rows], cfg)
+        verts = torch.from_numpy(res.verts(rows)).to(model.device, torch.float32)
+        fit = fit_track(body, to_model(verts) if to_model else verts, res.frame[rows], cfg)
         with torch.no_grad():
             _, joints = model.forward(
                 fit["global_orient"], fit["body_pose"], fit["betas"].expand(len(rows), -1), fit["transl"]
@@ -342,6 +533,7 @@ def fit_results(results_path: str | Path, model: BodyModel, cfg: FitConfig, trac
         "model_type": np.array(model.kind),
         "model_file": np.array(str(model.path)),
         "results_file": np.array(str(results_path)),
+        "correspondence_file": np.array(str(correspondence.path) if correspondence else ""),
         "row": rows.astype(np.int64),
         "frame": res.frame[rows].astype(np.int32),
         "track_id": track_of_row.astype(np.int64),

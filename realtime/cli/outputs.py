@@ -8,20 +8,49 @@ import click
 from realtime.cli.common import fail, refuse_overwriting_inputs
 
 
-def run_fit(results: str, smpl_model: str, out: str | None, cfg, tracks=None) -> str:
-    """Fit and write `<results stem>_smpl.npz` (or `out`); prints per-track errors and meshes/s."""
-    from pathlib import Path
+def load_fit_inputs(smpl_model: str, correspondence: str | None, cfg, mesh_verts: int | None = None):
+    """The body model and vertex map (or None), read and checked against meshes of `mesh_verts` vertices
+    when known; a one-line error otherwise."""
+    from realtime.fit_smpl import BodyModel, FitError, fit_topology, load_correspondence
 
-    from realtime.anim.results import AnimError
-    from realtime.fit_smpl import BodyModel, FitError, fit_results, smpl_results_name, write_smpl_npz
-
-    target = out or str(smpl_results_name(results))
-    if Path(target).suffix.lower() != ".npz":
-        fail(f"--out {target}: must be an .npz file")
-    refuse_overwriting_inputs({"--out": target}, {"RESULTS": results, "--smpl-model": smpl_model})
     try:
         model = BodyModel(smpl_model, cfg.num_betas, cfg.device)
-        arrays = fit_results(results, model, cfg, tracks, log=click.echo)
+        vertex_map = load_correspondence(correspondence, cfg.device) if correspondence else None
+        if mesh_verts is not None:
+            fit_topology(model, mesh_verts, vertex_map, "mega-rt results")
+    except FitError as e:
+        fail(str(e))
+    return model, vertex_map
+
+
+def fit_before_run(results: str, smpl_model: str, correspondence: str | None, device: str | None, inputs: dict):
+    """`video --fit-smpl`: everything the fit needs, checked before the video runs (the output
+    `<results stem>_smpl.npz` replaces no input; model and correspondence read and matched to MEGA's
+    meshes) -> run_fit's arguments after RESULTS."""
+    from pathlib import Path
+
+    from realtime.cli.common import same_file
+    from realtime.fit_smpl import smpl_results_name
+    from train.joints import NUM_VERTS
+
+    if not Path(smpl_model).exists():
+        fail(f"--fit-smpl {smpl_model}: SMPL model not found (an SMPL .pkl/.npz, or a folder with SMPL_NEUTRAL.pkl)")
+    target = str(smpl_results_name(results))
+    for name, path in {**inputs, "--fit-smpl": smpl_model, "--correspondence": correspondence}.items():
+        if path and same_file(target, path):
+            fail(f"the SMPL fit {target} (named after --results) is the input {name} {path}; choose another --results")
+    cfg = fit_config(10, 20, 0.0, device)
+    model, vertex_map = load_fit_inputs(smpl_model, correspondence, cfg, NUM_VERTS)
+    return target, model, vertex_map, cfg
+
+
+def run_fit(results: str, target: str, model, vertex_map, cfg, tracks=None) -> str:
+    """Fit and write `target`; prints per-track errors and meshes/s."""
+    from realtime.anim.results import AnimError
+    from realtime.fit_smpl import FitError, fit_results, write_smpl_npz
+
+    try:
+        arrays = fit_results(results, model, cfg, tracks, log=click.echo, correspondence=vertex_map)
     except (FitError, AnimError) as e:
         fail(str(e))
     meshes, seconds = len(arrays["row"]), float(arrays["fit_seconds"])
@@ -52,7 +81,14 @@ def fit_config(num_betas: int, iterations: int, smooth_weight: float, device: st
     return FitConfig(num_betas=num_betas, iterations=iterations, smooth_weight=smooth_weight, device=device)
 
 
+CORRESPONDENCE_HELP = (
+    "SMPL-X only: the vertex map between SMPL and SMPL-X, smplx's smpl2smplx_deftrafo_setup.pkl (or "
+    "smplx2smpl_...), or an .npz with a dense `matrix` or CSR `data`/`indices`/`indptr`/`shape`."
+)
+
+
 def fit_options(f):
+    # the defaults of FitConfig (realtime/fit_smpl.py imports torch: not at CLI start)
     for option in reversed(
         [
             click.option("--num-betas", type=int, default=10, show_default=True, help="Shape coefficients fitted (one vector per track)."),
@@ -75,13 +111,24 @@ def fit_options(f):
 @click.option(
     "--out", default=None, type=click.Path(dir_okay=False), help="Default: <RESULTS stem>_smpl.npz beside it."
 )
+@click.option("--correspondence", default=None, type=click.Path(dir_okay=False), help=CORRESPONDENCE_HELP)
 @click.option("--track", "tracks", type=int, multiple=True, help="Fit only this track id (repeatable).")
 @fit_options
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
-def fit(results, smpl_model, out, tracks, num_betas, iterations, smooth_weight, device):
+def fit(results, smpl_model, out, correspondence, tracks, num_betas, iterations, smooth_weight, device):
     """SMPL parameters (pose, shape, translation per track) fitted to the meshes of a results file."""
+    from pathlib import Path
+
+    from realtime.fit_smpl import smpl_results_name
+
     cfg = fit_config(num_betas, iterations, smooth_weight, device)
-    run_fit(results, smpl_model, out, cfg, list(tracks) or None)
+    target = out or str(smpl_results_name(results))
+    if Path(target).suffix.lower() != ".npz":
+        fail(f"--out {target}: must be an .npz file")
+    inputs = {"RESULTS": results, "--smpl-model": smpl_model, "--correspondence": correspondence}
+    refuse_overwriting_inputs({"--out": target}, inputs)
+    model, vertex_map = load_fit_inputs(smpl_model, correspondence, cfg)
+    run_fit(results, target, model, vertex_map, cfg, list(tracks) or None)
 
 
 @click.command("export-anim")

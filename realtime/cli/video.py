@@ -488,6 +488,12 @@ def check_video_outputs(input_path: str, out, results, export_dir, no_render: bo
     type=click.Path(),
     help="After the run, fit SMPL to every track with this model file: <results stem>_smpl.npz (see mega-rt fit).",
 )
+@click.option(
+    "--correspondence",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="With --fit-smpl and an SMPL-X model: see mega-rt fit.",
+)
 @click.option("--no-progress", is_flag=True)
 @click.option(
     "--hud/--no-hud", default=False, show_default=True, help="Draw the end-to-end fps and latency on the overlay."
@@ -503,13 +509,13 @@ def video(
     frame_batch,
     no_render,
     fit_smpl,
+    correspondence,
     no_progress,
     hud,
     decode,
     **kw,
 ):
     """Process a whole video file: overlay mp4 (input fps and size) + results npz/jsonl."""
-    from pathlib import Path
 
     from realtime.pipeline import PipelineOptions
 
@@ -517,8 +523,12 @@ def video(
     if frame_batch < 1:
         fail(f"--frame-batch {frame_batch}: must be at least 1")
     out, results = check_video_outputs(input_path, out, results, export_dir, no_render, kw)
-    if fit_smpl and not Path(fit_smpl).exists():
-        fail(f"--fit-smpl {fit_smpl}: SMPL model not found (an SMPL .pkl/.npz, or a folder with SMPL_NEUTRAL.pkl)")
+    if fit_smpl:
+        from realtime.cli.outputs import fit_before_run
+
+        fit_inputs = fit_before_run(results, fit_smpl, correspondence, kw["device"], input_files(kw, IN=input_path))
+    elif correspondence:
+        fail("--correspondence goes with --fit-smpl")
     decode = check_decode(decode)
     fps = video_fps(input_path)
     detector, regressor, faces, what = build_stages(kw, fps)
@@ -533,9 +543,9 @@ def video(
     )  # fmt: skip
     _report(run_with_progress(options, kw, detector, regressor, faces, "video", no_progress, decode), options)
     if fit_smpl:
-        from realtime.cli.outputs import fit_config, run_fit
+        from realtime.cli.outputs import run_fit
 
-        run_fit(results, fit_smpl, None, fit_config(10, 20, 0.0, kw["device"]))
+        run_fit(results, *fit_inputs)
 
 
 def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: dict) -> bool:

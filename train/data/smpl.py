@@ -25,7 +25,12 @@ def load_struct(path: Path):
 
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            data = {}
+            for k in z.files:
+                try:
+                    data[k] = z[k]
+                except ValueError:  # an object array (SMPL-X's joint2num, part2num) needs pickle; none is used
+                    pass
     elif path.suffix == ".pkl":
         from train.safe_pickle import UnsafePickle, load_data_pickle
 
