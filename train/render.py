@@ -273,6 +273,30 @@ def vertex_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
 
 
+_GL_FINISH = []  # [function or None], resolved once
+
+
+def finish_without_gil() -> None:
+    """Wait for the current GL context's queued work with the GIL released.
+
+    moderngl holds the GIL through every call, also a read-back that waits for the rasteriser (on
+    Mesa llvmpipe the whole draw: most of the render stage), so the other threads of the pipeline
+    (torch dispatch, the encoder's hand-over) would stall with it. A ctypes call releases the GIL, and
+    libglvnd's libGL dispatches glFinish to the context that moderngl made current; the read that
+    follows is then a plain copy. Where libGL cannot be loaded this does nothing (the read waits)."""
+    if not _GL_FINISH:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("GL")
+        try:
+            _GL_FINISH.append(ctypes.CDLL(name).glFinish if name else None)
+        except (OSError, AttributeError):
+            _GL_FINISH.append(None)
+    if _GL_FINISH[0] is not None:
+        _GL_FINISH[0]()
+
+
 def _egl_error(err: Exception) -> RendererUnavailable:
     return RendererUnavailable(
         f"cannot open a headless OpenGL (EGL) device: {err}. Install EGL and an OpenGL driver: "
@@ -655,6 +679,7 @@ class _OverlayGL:
         if not self.closed:
             return [(0, n, None)]
         volume = self._volume[: n * nv]
+        finish_without_gil()
         self.vertex_out[3].read_into(volume, size=volume.nbytes)
         signs = np.sign(volume.reshape(n, nv).sum(1, dtype=np.float64))
         # rows_down = +1 keeps the image's (u, v) handedness: outward normals wind clockwise on screen
@@ -708,5 +733,6 @@ class _OverlayGL:
             self.draw_vao.render(vertices=count * per_mesh, first=first * per_mesh)
         self.ctx.disable(self.ctx.CULL_FACE)
         self.ctx.front_face = "ccw"
+        finish_without_gil()
         target.read_into(staging, components=4)
         return cv2.cvtColor(staging, cv2.COLOR_BGRA2BGR)

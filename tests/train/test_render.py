@@ -184,6 +184,20 @@ def test_missing_egl_raises_a_one_line_install_hint(monkeypatch):
 # -- the overlay path (composite on the GL side) -----------------------------------------------------
 
 
+def test_the_overlay_waits_for_the_rasteriser_with_the_gil_released(renderer):
+    """moderngl holds the GIL while a read-back waits for the draw; the overlay waits first through a
+    ctypes glFinish (a CDLL call, which releases the GIL) so the pipeline's other threads keep running."""
+    import ctypes
+
+    from train import render
+
+    with renderer.ctx:
+        render.finish_without_gil()
+    finish = render._GL_FINISH[0]
+    assert finish is not None, "libGL's glFinish was not found: read-backs would stall every Python thread"
+    assert not finish._flags_ & ctypes._FUNCFLAG_PYTHONAPI
+
+
 def three_people(model, cam: Camera) -> np.ndarray:
     """Three walking people across the frame, the right one partly behind the middle one."""
     scale = cam.width / CAM.width
