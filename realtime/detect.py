@@ -41,6 +41,25 @@ def _empty(index: int) -> Detections:
     return Detections(index, np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
+def track_frames(frames: list[Frame], counts, boxes_xyxy: np.ndarray, scores: np.ndarray, tracker) -> list[Detections]:
+    """Per-frame Detections from a batch's boxes, stored frame after frame (`counts[i]` rows for frame i),
+    through the tracker in frame order (also on frames with no boxes: lost tracks age); ids -1 without one."""
+    out, start = [], 0
+    for frame, n in zip(frames, counts):
+        boxes, conf = boxes_xyxy[start : start + n], scores[start : start + n]
+        start += n
+        if tracker is not None:
+            boxes, conf, ids = tracker.update(boxes, conf)
+        else:
+            ids = np.full(len(conf), -1, np.int64)
+        out.append(
+            _empty(frame.index)
+            if len(boxes) == 0
+            else Detections(frame.index, np.ascontiguousarray(boxes), np.ascontiguousarray(conf), ids)
+        )
+    return out
+
+
 class FullFrameDetector:
     """One 'person' covering the whole frame (track id 0): for clips framed on a single person."""
 
@@ -212,20 +231,7 @@ class YoloDetector:
         present = [d for d in per_frame if d is not None]
         # every frame's boxes in one read-back (ultralytics keeps them on the device it ran on)
         rows = torch.cat(present).float().cpu().numpy() if present else np.zeros((0, 5), np.float32)
-        out, start = [], 0
-        for frame, n in zip(frames, counts):
-            boxes, scores = rows[start : start + n, :4], rows[start : start + n, 4]
-            start += n
-            if self.tracker is not None:  # also on frames with no boxes: lost tracks age
-                boxes, scores, ids = self.tracker.update(boxes, scores)
-            else:
-                ids = np.full(len(scores), -1, np.int64)
-            out.append(
-                _empty(frame.index)
-                if len(boxes) == 0
-                else Detections(frame.index, np.ascontiguousarray(boxes), np.ascontiguousarray(scores), ids)
-            )
-        return out
+        return track_frames(frames, counts, rows[:, :4], rows[:, 4], self.tracker)
 
 
 def _downloaded(path: Path) -> Path:
@@ -308,20 +314,7 @@ class GraphDetector:
             return []
         rows = self.engine.detect([f.image_bgr for f in frames], self.conf)
         counts = np.bincount(rows[:, 0].astype(np.int64), minlength=len(frames))
-        out, start = [], 0
-        for frame, n in zip(frames, counts):
-            boxes, scores = rows[start : start + n, 1:5], rows[start : start + n, 5]
-            start += n
-            if self.tracker is not None:  # also on frames with no boxes: lost tracks age
-                boxes, scores, ids = self.tracker.update(boxes, scores)
-            else:
-                ids = np.full(len(scores), -1, np.int64)
-            out.append(
-                _empty(frame.index)
-                if len(boxes) == 0
-                else Detections(frame.index, np.ascontiguousarray(boxes), np.ascontiguousarray(scores), ids)
-            )
-        return out
+        return track_frames(frames, counts, rows[:, 1:5], rows[:, 5], self.tracker)
 
 
 def _keep_torch_threads():

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.pipeline import END, end_queue
 from realtime.timing import Timer
 
-_DONE = object()
 RUNNING, RECONNECTING, ENDED, FAILED = "running", "reconnecting", "ended", "failed"
 SUMMARY_SCHEMA = "mega-rt-streams/1"
 
@@ -313,7 +313,7 @@ def run_streams(
                 renderer = OverlayRenderer(faces)
             while True:
                 item = q_render.get()
-                if item is _DONE:
+                if item is END:
                     break
                 s, r = item
                 if renderer is not None and not s.sink_failed:
@@ -325,18 +325,13 @@ def run_streams(
         finally:
             if renderer is not None:
                 renderer.close()
-            while sink_thread.is_alive():
-                try:
-                    q_sink.put(_DONE, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            end_queue(q_sink, sink_thread)
 
     def sink_loop():
         try:
             while True:
                 item = q_sink.get()
-                if item is _DONE:
+                if item is END:
                     break
                 s, r = item
                 if s.sink_failed:
@@ -489,12 +484,7 @@ def run_streams(
                 s.retire_source()
             if s.thread is not None:
                 s.thread.join(timeout=30)
-        while render_thread.is_alive():
-            try:
-                q_render.put(_DONE, timeout=0.1)
-                break
-            except queue.Full:
-                continue
+        end_queue(q_render, render_thread)
         render_thread.join(timeout=120)
         sink_thread.join(timeout=120)
         if errors:

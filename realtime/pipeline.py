@@ -29,7 +29,17 @@ import numpy as np
 from realtime.timing import Timer
 from realtime.types import FrameResult, HudStats
 
-_DONE = object()
+END = object()  # the last item a stage thread takes from its queue
+
+
+def end_queue(q: queue.Queue, consumer: threading.Thread) -> None:
+    """Put END on `q` for the `consumer` thread, unless it has stopped (a dead consumer frees no slot)."""
+    while consumer.is_alive():
+        try:
+            q.put(END, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 @dataclass
@@ -143,7 +153,7 @@ def run_pipeline(
                 renderer = OverlayRenderer(faces)
             while True:
                 item = q_render.get()
-                if item is _DONE:
+                if item is END:
                     break
                 if renderer is not None:
                     if opts.hud:
@@ -156,18 +166,13 @@ def run_pipeline(
         finally:
             if renderer is not None:
                 renderer.close()
-            while sink_thread.is_alive():
-                try:
-                    q_sink.put(_DONE, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            end_queue(q_sink, sink_thread)
 
     def sink_loop():
         try:
             while True:
                 item = q_sink.get()
-                if item is _DONE:
+                if item is END:
                     break
                 with timer.stage("write"):
                     for s in sinks:
@@ -244,12 +249,7 @@ def run_pipeline(
             deliver(pending.popleft())
     finally:
         source.stop()
-        while render_thread.is_alive():  # the renderer drains what is in flight, then stops
-            try:
-                q_render.put(_DONE, timeout=0.1)
-                break
-            except queue.Full:
-                continue
+        end_queue(q_render, render_thread)  # the renderer drains what is in flight, then stops
         render_thread.join(timeout=120)
         sink_thread.join(timeout=120)
         if errors:

@@ -435,8 +435,6 @@ def check_video_outputs(input_path: str, out, results, export_dir, no_render: bo
     cannot be written or would replace an input."""
     from pathlib import Path
 
-    from realtime.sinks import SinkError, check_writable
-
     if no_render and out:
         fail(f"--out {out} and --no-render exclude each other: --no-render writes no overlay video")
     stem = Path(input_path).stem
@@ -445,14 +443,7 @@ def check_video_outputs(input_path: str, out, results, export_dir, no_render: bo
         if Path(out).suffix.lower() != ".mp4":
             fail(f"--out {out}: must be an .mp4 file")
     results = results_name(results or (str(Path(out).with_suffix(".npz")) if out else f"{stem}_mega.npz"))
-    outputs = output_files(out, results, export_dir)
-    refuse_overwriting_inputs(outputs, input_files(kw, IN=input_path))
-    try:
-        for p in (out, results):
-            if p:
-                check_writable(Path(p))
-    except SinkError as e:
-        fail(str(e))
+    check_outputs(output_files(out, results, export_dir), input_files(kw, IN=input_path), out, results)
     return out, results
 
 
@@ -548,13 +539,27 @@ def video(
         run_fit(results, *fit_inputs)
 
 
+def check_outputs(outputs: dict, inputs: dict, *files) -> None:
+    """One line (exit 2) for an output that would replace an input, or a file that cannot be written there."""
+    from pathlib import Path
+
+    from realtime.sinks import SinkError, check_writable
+
+    refuse_overwriting_inputs(outputs, inputs)
+    try:
+        for p in files:
+            if p:
+                check_writable(Path(p))
+    except SinkError as e:
+        fail(str(e))
+
+
 def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: dict) -> bool:
     """Whether the live window opens; one line (exit 2) for outputs that cannot be written or would
     replace an input, and one line when there is no display but a recording to go on with."""
     from pathlib import Path
 
     from realtime.display import display_problem
-    from realtime.sinks import SinkError, check_writable
     from realtime.video_read import SourceError, is_camera, open_reader
 
     if no_render and (show or out):
@@ -564,13 +569,9 @@ def check_stream_outputs(camera: str, show, out, results, no_render: bool, kw: d
     if results:
         results_name(results)
     is_file = not camera.isdigit() and "://" not in camera
-    refuse_overwriting_inputs(output_files(out, results), input_files(kw, **({"--camera": camera} if is_file else {})))
-    try:
-        for p in (out, results):
-            if p:
-                check_writable(Path(p))
-    except SinkError as e:
-        fail(str(e))
+    check_outputs(
+        output_files(out, results), input_files(kw, **({"--camera": camera} if is_file else {})), out, results
+    )
     if no_render or show is False:
         if not (out or results):
             fail("nothing to do: no window; record with --out OUT.mp4 and/or --results OUT.npz")
