@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := render,onnx,detect,smpl,anim,view,test,app
+EXTRAS := render,onnx,detect,smpl,anim,view,ray,test,app
 export MEGA_RT_ASSETS ?= $(abspath ../shared/assets)
 
 .PHONY: setup demo test test-all test-blender lint format bench gpu-prep gpu-check clean
