@@ -93,6 +93,9 @@ def app_url(tmp_path_factory, clip):
     assert list(workdir.iterdir()) == [], "the app left files in its temporary folder"
 
 
+PAGE_TIMEOUT_MS = 120_000  # Playwright's 30 s default is short for a loaded 2-core machine
+
+
 @pytest.fixture(scope="module")
 def browser(clip):
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (extra app)")
@@ -102,7 +105,9 @@ def browser(clip):
                    f"--use-file-for-fake-video-capture={clip[1]}"]  # fmt: skip
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + fake_camera)
-        yield b
+        context = b.new_context()
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
+        yield context
         b.close()
 
 
