@@ -23,19 +23,9 @@ from engines.manifest import EngineMismatch, Manifest, check_files, check_runtim
 from engines.models import ModelSource, build_models, prepare_for_serving, torch_backends
 from engines.runner import MegaRunner
 from train import sampling
-from train.config import MegaConfig, builtin_config, config_hash
+from train.config import config_hash
 
 Q, T = 3, 4  # samples and steps of the stochastic test engine
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return builtin_config("mega_tiny", MegaConfig)
-
-
-@pytest.fixture(scope="module")
-def models(cfg, assets_dir):
-    return build_models(ModelSource(cfg, seed=0, config_ref="mega_tiny"), assets_dir)
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +55,8 @@ def stoch_fp32(models, engines_root):
 
 
 @pytest.fixture(autouse=True)
-def fp32_reference_without_tf32():
-    """GPU parity: the torch reference computes fp32 matmuls and convolutions without TF32 (as fp32 plans)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+def fp32_reference_without_tf32(no_tf32):
+    """GPU parity in every test here: the torch reference runs without TF32 (tests/engines/conftest.py)."""
 
 
 def _images(cfg, batch, seed=0):

@@ -10,23 +10,11 @@ from engines import adapters
 from engines.export import ExportSpec, export_engine
 from engines.load import load_runner
 from engines.manifest import Manifest
-from engines.models import ModelSource, build_models
 from train import sampling
-from train.config import MegaConfig, builtin_config
 
 pytest.importorskip("onnxruntime")
 
 Q, T = 2, 5
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return builtin_config("mega_tiny", MegaConfig)
-
-
-@pytest.fixture(scope="module")
-def models(cfg, assets_dir):
-    return build_models(ModelSource(cfg, seed=0), assets_dir)
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,9 @@ import torch
 from click.testing import CliRunner
 
 from engines import adapters
-from engines.models import ModelSource, build_models, torch_backends
+from engines.models import torch_backends
 from engines.runner import BATCH_BUCKETS, MegaRunner, bucket_for, pad_rows
 from train import sampling
-from train.config import MegaConfig, builtin_config
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return builtin_config("mega_tiny", MegaConfig)
-
-
-@pytest.fixture(scope="module")
-def models(cfg, assets_dir):
-    return build_models(ModelSource(cfg, seed=0), assets_dir)
 
 
 def _images(cfg, batch, seed=0):
@@ -287,12 +276,6 @@ def test_cuda_graphs_asked_on_the_cpu_is_one_line(tmp_path):
 
 
 # ---- GPU ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def no_tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.gpu

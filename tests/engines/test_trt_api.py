@@ -84,14 +84,6 @@ def tiny_plan(assets_dir, tmp_path_factory):
     return cfg, models, result.folder / "oneshot.plan"
 
 
-@pytest.fixture
-def no_tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _images(cfg, batch, seed):
     from engines.adapters import example_inputs
 
