@@ -6,6 +6,8 @@ outside the frame. All crops of all frames of a batch come from one `grid_sample
 are stacked (F,3,H,W) and each frame's crops are laid out side by side in its grid row. Shrinking a
 person of 400 px to a 128 px crop with bilinear sampling aliases; training pre-shrank with an area
 filter, so here the grid is supersampled `ss` times and average-pooled back (one more launch).
+On a CPU the frames are not converted whole: each frame's sampled region is copied into a black float
+canvas and the grid is shifted by the region's origin (`Cropper.crop`), the same samples.
 
 Everything that decides shapes (crop boxes, supersampling factor, which frame and rank a person has) is
 computed on the host from the host-side boxes and sent to the device in one copy: nothing is read back.
@@ -116,12 +118,61 @@ class Cropper:
             self._image_size[key] = torch.tensor(key, dtype=torch.float32, device=self.device)
         return self._image_size[key]
 
-    def __call__(self, frames: torch.Tensor, detections: list[Detections]) -> Crops:
+    def crop(self, images_bgr, detections: list[Detections]) -> Crops:
+        """Crops of the people of a batch of frames ((H,W,3) uint8 BGR, all of one size).
+
+        On CUDA the whole frames go to the device (`frames_to_tensor`). On a CPU only the part of each
+        frame that some crop samples is converted to float: for a few people that is a fraction of the
+        frame, and the conversion of whole 720p frames cost as much as the warp itself."""
+        if self.device.type != "cpu":
+            return self(self.frames_to_tensor(images_bgr), detections)
+        height, width = images_bgr[0].shape[:2]
+        boxes = [d.boxes_xyxy for d in detections]
+        regions = self.sampled_regions(boxes, width, height)
+        rows = int(max(1, (regions[:, 3] - regions[:, 1]).max()))
+        cols = int(max(1, (regions[:, 2] - regions[:, 0]).max()))
+        canvas = torch.empty(len(images_bgr), rows, cols, 3)
+        for i, (image, (x0, y0, x1, y1)) in enumerate(zip(images_bgr, regions.tolist())):
+            # outside the region the canvas is black, like the outside of the frame (grid_sample's zeros)
+            canvas[i, y1 - y0 :].zero_()
+            canvas[i, : y1 - y0, x1 - x0 :].zero_()
+            canvas[i, : y1 - y0, : x1 - x0].copy_(torch.from_numpy(image[y0:y1, x0:x1]))
+        return self(canvas.permute(0, 3, 1, 2), detections, origin_xy=regions[:, :2], frame_wh=(width, height))
+
+    def sampled_regions(self, boxes_per_frame, width: int, height: int) -> np.ndarray:
+        """(F,4) int64 x0, y0, x1, y1 per frame: the pixels inside the frame that the bilinear taps of
+        that frame's crops read (exclusive ends, one pixel of margin against rounding); empty (0,0,0,0)
+        for a frame without people."""
+        h, w = self.input_hw
+        regions = np.zeros((len(boxes_per_frame), 4), np.int64)
+        for i, boxes in enumerate(boxes_per_frame):
+            if len(boxes) == 0:
+                continue
+            center, size = square_boxes(np.asarray(boxes, np.float64), self.input_hw, self.box_scale)
+            # the outermost sub-pixel centres lie within half a crop pixel (size / h frame pixels) of
+            # the crop box's edges; one crop pixel of reach covers them at any supersampling
+            half_w, half_h = (w / 2 + 1) * size / h, (h / 2 + 1) * size / h
+            x0 = np.floor((center[:, 0] - half_w).min()) - 1
+            y0 = np.floor((center[:, 1] - half_h).min()) - 1
+            x1 = np.floor((center[:, 0] + half_w).max()) + 3
+            y1 = np.floor((center[:, 1] + half_h).max()) + 3
+            x0, x1 = np.clip([x0, x1], 0, width)
+            y0, y1 = np.clip([y0, y1], 0, height)
+            if x1 > x0 and y1 > y0:
+                regions[i] = (x0, y0, x1, y1)
+        return regions
+
+    def __call__(
+        self, frames: torch.Tensor, detections: list[Detections], origin_xy: np.ndarray | None = None, frame_wh=None
+    ) -> Crops:
+        """Crops from (F,3,H,W) float frames on the device. With `origin_xy` (F,2), `frames` holds for
+        each frame only a region of it, whose pixel (0, 0) is frame pixel origin_xy, and black elsewhere;
+        `frame_wh` is then the frames' true size."""
         f, _, H, W = frames.shape
         h, w = self.input_hw
         counts = [d.count for d in detections]
         k_max = max(counts, default=0)
-        wh = self.image_size_wh(W, H)
+        wh = self.image_size_wh(*(frame_wh or (W, H)))
         if k_max == 0:
             empty = torch.zeros(0, device=self.device)
             return Crops(
@@ -136,10 +187,13 @@ class Cropper:
         ss = int(min(self.max_supersample, max(1, math.ceil(float(size_h.max()) / h / 1.5))))
         slot_h = np.repeat(np.arange(f), counts)
         rank_h = np.concatenate([np.arange(c) for c in counts])
+        origin_h = np.zeros((len(boxes), 2), np.float32) if origin_xy is None else np.asarray(origin_xy)[slot_h]
         # the per-person bookkeeping in one host -> device copy (slot and rank are exact in float32); from
         # pinned memory on CUDA, as a copy from pageable memory may wait for the work queued before it
         book = torch.from_numpy(
-            np.concatenate([center_h, size_h[:, None], slot_h[:, None], rank_h[:, None]], 1).astype(np.float32)
+            np.concatenate([center_h, size_h[:, None], slot_h[:, None], rank_h[:, None], origin_h], 1).astype(
+                np.float32
+            )
         )
         if self.device.type == "cuda":
             book = book.pin_memory()
@@ -151,8 +205,8 @@ class Cropper:
         v = (torch.arange(hs, device=self.device, dtype=torch.float32) + 0.5) / ss - 0.5
         u = (torch.arange(ws, device=self.device, dtype=torch.float32) + 0.5) / ss - 0.5
         k = (size / h)[:, None]  # frame pixels per crop pixel
-        src_x = center[:, 0:1] + (u[None] - w / 2.0) * k  # (N,ws)
-        src_y = center[:, 1:2] + (v[None] - h / 2.0) * k  # (N,hs)
+        src_x = center[:, 0:1] - book[:, 5:6] + (u[None] - w / 2.0) * k  # (N,ws), in `frames` pixels
+        src_y = center[:, 1:2] - book[:, 6:7] + (v[None] - h / 2.0) * k  # (N,hs)
         # normalised coordinates for align_corners=False: x_n = (2x + 1) / W - 1
         gx = ((2 * src_x + 1) / W - 1)[:, None, :].expand(-1, hs, -1)
         gy = ((2 * src_y + 1) / H - 1)[:, :, None].expand(-1, -1, ws)
@@ -162,9 +216,11 @@ class Cropper:
         grid[slot, rank] = grid_n
         grid = grid.permute(0, 2, 1, 3, 4).reshape(f, hs, k_max * ws, 2)
         out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out = out.view(f, 3, hs, k_max, ws).permute(0, 3, 1, 2, 4)[slot, rank]  # (N,3,hs,ws)
         if ss > 1:
+            # the pooling windows tile each crop exactly, so pooling the row of crops before picking the
+            # people out equals pooling each crop, and the pick moves ss*ss times less data
             out = F.avg_pool2d(out, ss)
+        out = out.view(f, 3, h, k_max, w).permute(0, 3, 1, 2, 4)[slot, rank]  # (N,3,h,w)
         images = (out.flip(1) / 255.0 - self.mean) / self.std  # BGR -> RGB
         return Crops(images.contiguous(), center, size, slot, wh)
 

@@ -212,8 +212,7 @@ def infer_tick(frames, detections, cropper, regressor, collector, timer: Timer) 
     parts = []
     with timer.stage("crop", device):
         for rows in groups.values():
-            frames_t = cropper.frames_to_tensor([frames[i].image_bgr for i in rows])
-            parts.append((rows, cropper(frames_t, [detections[i] for i in rows])))
+            parts.append((rows, cropper.crop([frames[i].image_bgr for i in rows], [detections[i] for i in rows])))
         cat = lambda key: torch.cat([getattr(c, key) for _, c in parts])  # noqa: E731
         crops_all = Crops(
             cat("images"), cat("box_center"), cat("box_size"), cat("frame_slot"), parts[0][1].image_size_wh

@@ -286,8 +286,7 @@ def submit_batch(frames, detections, cropper, regressor, collector, timer: Timer
 
     device = regressor.device
     with timer.stage("crop", device):
-        frames_t = cropper.frames_to_tensor([f.image_bgr for f in frames])
-        crops = cropper(frames_t, detections)
+        crops = cropper.crop([f.image_bgr for f in frames], detections)
     with timer.stage("mega", device):
         pred = regressor(crops)
     with timer.stage("pose", device):
