@@ -156,6 +156,14 @@ MAX_SAMPLES = 64  # Q hypotheses: each one is T full MEGA passes per person; mor
 MAX_STEPS = 64  # T decoding steps: past the token count a step has nothing left to reveal
 
 
+def default_cpu_threads(cores: int) -> int:
+    """torch threads for the pipeline on a CPU: decode, render and encode run beside torch, so on many
+    cores two are left to them; but on two cores one torch thread leaves MEGA, the stage that bounds the
+    frame rate, half the machine while the others need less than that (`bench pipeline`, 2 cores, demo
+    weights, 3 people at 720p: 2 threads 9.0 fps, 1 thread 7.1-8.0 fps)."""
+    return max(min(2, cores), cores - 2)
+
+
 def check_model_options(kw: dict) -> None:
     """One line (exit 2) for any shared option value that cannot run, before a file is opened or a
     model loaded."""
@@ -290,9 +298,7 @@ def build_stages(kw: dict, fps: float | None = None):
     if kw["threads"]:
         torch.set_num_threads(kw["threads"])
     elif device == "cpu":
-        # decode, render and encode run beside torch: OpenMP threads on every core then spin against
-        # them (measured on 2 cores: 1 torch thread 10.2 fps, 2 threads 3.0 fps end to end)
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 2))
+        torch.set_num_threads(default_cpu_threads(os.cpu_count() or 2))
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {device}: no CUDA GPU is visible to torch")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():

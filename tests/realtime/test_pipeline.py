@@ -625,3 +625,9 @@ def test_demo_detector_finds_and_recovers_synthetic_people(tmp_path, assets_dir)
     print(f"demo weights, demo detector: {figures}")
     assert figures["recall"] >= 0.8 and figures["precision"] >= 0.8
     assert figures["pve_mm"] < PVE_BOUND_MM
+
+
+def test_default_cpu_threads_leave_two_cores_only_where_there_are_many():
+    from realtime.cli.video import default_cpu_threads
+
+    assert [default_cpu_threads(c) for c in (1, 2, 3, 4, 8, 16)] == [1, 2, 2, 2, 6, 14]
