@@ -131,6 +131,62 @@ def test_decode_exports_with_a_dynamic_batch(model):
         assert (program.module()(tokens) - model.decode(tokens)).abs().max() <= 1e-5
 
 
+def _export_route(model, latent):
+    """The decoder as exported graphs compute it: one batch-agnostic graph, no slicing, no cache."""
+    half = model.decoder
+    return half._run(latent, half.model.operators(half.start, half.stop), half.model.run)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_cpu_inference_route_matches_the_export_route(model, batch):
+    tokens = torch.randint(0, 512, (batch, 54), generator=torch.Generator().manual_seed(batch))
+    latent = model.vq_vae.lookup(tokens)
+    model.decoder.model._bag_cache.clear()
+    with torch.inference_mode():
+        fast = model.decode(tokens)
+        assert (7, 14) in model.decoder.model._bag_cache  # the inference route was taken
+        want = _export_route(model, latent)
+    assert fast.shape == (batch, 6890, 3)
+    assert (fast - want).abs().max() <= 1e-5
+
+
+def test_cpu_inference_route_follows_parameter_changes(assets_dir, checkpoint):
+    m = MeshVQVAE.from_assets(assets_dir=assets_dir).load_official(checkpoint).eval()
+    tokens = torch.randint(0, 512, (2, 54), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = m.decode(tokens)
+        m.decoder.model.bias13.add_(0.5)  # in place, as an optimizer step
+        shifted = m.decode(tokens)
+        assert (shifted - before - 0.5).abs().max() <= 1e-5
+        m.load_official(checkpoint)
+        assert (m.decode(tokens) - before).abs().max() <= 1e-6
+        m.decoder.model.w_weights11.data = m.decoder.model.w_weights11.data * 2  # replaced storage
+        assert (m.decode(tokens) - _export_route(m, m.vq_vae.lookup(tokens))).abs().max() <= 1e-5
+
+
+def test_cpu_inference_route_with_parameters_made_in_inference_mode(assets_dir, checkpoint, refs):
+    with torch.inference_mode():
+        m = MeshVQVAE.from_assets(assets_dir=assets_dir).load_official(checkpoint).eval()
+        verts = m.decode(refs["tokens"])
+    assert not m.decoder.model._bag_cache  # no version counter to key a cache on
+    assert (verts - refs["vertices"]).abs().max() <= 1e-4
+
+
+def test_decode_in_training_mode_keeps_gradients(assets_dir, checkpoint):
+    m = MeshVQVAE.from_assets(assets_dir=assets_dir).load_official(checkpoint).train()
+    latent = torch.randn(2, 54, 9, requires_grad=True)
+    verts = m.decode_latent(latent)
+    assert verts.requires_grad
+    with torch.no_grad():
+        assert (verts - m.decode_latent(latent)).abs().max() <= 1e-5
+    verts.square().sum().backward()
+    net = m.decoder.model
+    for name in ("w_weights13", "weights11", "bias9", "p_neighbors12", "p_neighbors8"):
+        grad = getattr(net, name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert latent.grad is not None and latent.grad.abs().sum() > 0
+
+
 def test_decode_latent_of_codebook_vectors_equals_decode(model, refs):
     with torch.inference_mode():
         assert torch.equal(model.decode_latent(model.codebook[refs["tokens"]]), model.decode(refs["tokens"]))

@@ -19,6 +19,11 @@ A pooling layer is a normalised weighted sum over its neighbour slots. Activatio
 point-major, (points, batch*channels), so every gather is one `index_select` of contiguous rows and
 every contraction a `bmm`/matmul or a sum, whatever the batch size: no loops over points, no
 data-dependent shapes, exportable with a dynamic batch.
+
+Inference on the CPU (no autograd) takes a faster route to the same sums: every neighbour sum is one
+`F.embedding_bag` (a weighted sum of rows picked by index, with the padded slots left out), which
+never materialises the (points, slots, channels) gather, and the operators derived from the
+parameters are cached until a parameter changes.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ _EMA_EPS = 1e-5  # official Laplace smoothing of the EMA cluster sizes
 # blocks with fresh mmap, so a whole batch-8 neighbour gather (~80 MB) is page-faulted in on every
 # call, which costs more than the arithmetic (measured: batch 8 in one go ~3x slower than 8 x 1).
 _CPU_SLICE_BYTES = 16 << 20
+# Samples per slice on the CPU inference route. Its largest temporary is ~2 MB per sample (one
+# L2); measured at 1 and 2 threads, one sample at a time was fastest for batches 1..16.
+_BAG_SLICE = 1
 
 
 class StateDictError(ValueError):
@@ -113,6 +121,11 @@ class MeshConvNet(nn.Module):
             # Contract in the order that gathers fewer floats per sample (see module docstring).
             gather_first = out_points * max_nbr * in_ch + out_points * basis * in_ch
             basis_first = in_points * basis * out_ch + out_points * max_nbr * basis * out_ch
+            # The CPU inference route reads neighbour rows in place, so its cost is the multiply-adds
+            # of the neighbour sums plus those of the matmul with the basis.
+            valid_slots = int(mask.sum())
+            bag_gather_first = valid_slots * basis * in_ch + out_points * basis * in_ch * out_ch
+            bag_basis_first = in_points * in_ch * basis * out_ch + valid_slots * basis * out_ch
             self.specs.append(
                 dict(
                     kind=kind,
@@ -123,6 +136,7 @@ class MeshConvNet(nn.Module):
                     out_ch=out_ch,
                     basis=basis,
                     basis_first=kind == "conv" and basis_first < gather_first,
+                    bag_basis_first=kind == "conv" and bag_basis_first < bag_gather_first,
                 )
             )
             in_points, in_ch = out_points, out_ch
@@ -131,6 +145,8 @@ class MeshConvNet(nn.Module):
             for s in self.specs
         )
         self.cpu_slice = max(1, _CPU_SLICE_BYTES // (4 * peak_floats))  # samples per CPU slice
+        self.bag_slice = _BAG_SLICE  # samples per slice on the CPU inference route
+        self._bag_cache: dict = {}  # (start, stop) -> (parameter versions, bag operators)
 
     def pool_weights(self, l: int) -> torch.Tensor:
         """Normalised pooling weights |p|*mask / (sum |p|*mask + 1e-8), (out_points, max_nbr)."""
@@ -189,6 +205,107 @@ class MeshConvNet(nn.Module):
         g = x.index_select(0, getattr(self, f"nbr{l}")).view(s["max_nbr"], s["out_points"], -1)
         return (g * weights).sum(0)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def bag_operators(self, start: int, stop: int) -> list:
+        """`F.embedding_bag` operands of layers [start, stop), for inference only (no autograd).
+
+        Per layer: flat row ids, per-row weights and bag offsets, padded slots left out, plus the
+        basis and bias of a conv layer. A conv's bags are (point, basis) pairs over the input
+        points (gather-first) or points over (input point, basis) rows of x @ basis (basis-first).
+        Cached until a parameter is replaced (`data_ptr`) or changed in place (`_version`: optimizer
+        steps, `load_state_dict`); parameters made in inference mode have no version, so nothing
+        derived from them is cached.
+        """
+        params = [p for l in range(start, stop) for p in self._layer_params(l)]
+        if any(p.is_inference() for p in params):
+            return self._bag_operators(start, stop)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        hit = self._bag_cache.get((start, stop))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        ops = self._bag_operators(start, stop)
+        self._bag_cache[(start, stop)] = (key, ops)
+        return ops
+
+    def _layer_params(self, l: int) -> list[torch.Tensor]:
+        kind = self.specs[l]["kind"]
+        if kind == "conv":
+            return [getattr(self, f"{n}{l}") for n in ("weights", "bias", "w_weights")]
+        return [getattr(self, f"p_neighbors{l}")] if kind == "pool" else []
+
+    @torch.no_grad()
+    def _bag_operators(self, start: int, stop: int) -> list:
+        ops = []
+        for l in range(start, stop):
+            s = self.specs[l]
+            if s["kind"] == "identity":
+                ops.append(None)
+                continue
+            ids = getattr(self, f"nbr{l}")  # slot-major for pool, point-major for conv (see __init__)
+            ids = ids.view(s["max_nbr"], -1).t() if s["kind"] == "pool" else ids.view(-1, s["max_nbr"])
+            valid = getattr(self, f"mask{l}") > 0  # (P, M)
+            if s["kind"] == "pool":
+                counts = valid.sum(1)
+                ops.append((ids[valid], self.pool_weights(l)[valid], _offsets(counts)))
+                continue
+            k, c_in, c_out = s["basis"], s["in_ch"], s["out_ch"]
+            coeff = getattr(self, f"w_weights{l}")  # (P, M, K)
+            basis = getattr(self, f"weights{l}").view(k, c_out, c_in)  # official channel o*in + i
+            counts = valid.sum(1)
+            if s["bag_basis_first"]:
+                # Bag p: rows (nbr(p, m), w) of z = x @ basis viewed as (P_in * K, out).
+                rows = ids.unsqueeze(-1) * k + torch.arange(k)
+                ops.append(
+                    (
+                        rows[valid].reshape(-1),
+                        coeff[valid].reshape(-1),
+                        _offsets(counts * k),
+                        basis.permute(2, 0, 1).reshape(c_in, k * c_out),  # [i, (w, o)]
+                        getattr(self, f"bias{l}").detach(),
+                    )
+                )
+            else:
+                # Bag (p, w): rows nbr(p, m) of x; then one matmul with the stacked basis.
+                per_basis = valid.unsqueeze(1).expand(-1, k, -1)  # (P, K, M)
+                ops.append(
+                    (
+                        ids.unsqueeze(1).expand(-1, k, -1)[per_basis],
+                        coeff.transpose(1, 2)[per_basis],
+                        _offsets(counts.repeat_interleave(k)),
+                        basis.permute(0, 2, 1).reshape(k * c_in, c_out),  # [(w, i), o]
+                        getattr(self, f"bias{l}").detach(),
+                    )
+                )
+        return ops
+
+    def run_bags(self, x: torch.Tensor, batch: int, start: int, stop: int, ops: list) -> torch.Tensor:
+        """`run` on the inference route; `ops` from `bag_operators`."""
+        for l, op in zip(range(start, stop), ops):
+            s = self.specs[l]
+            if s["kind"] == "pool":
+                rows, weights, offsets = op
+                x = F.embedding_bag(rows, x, offsets, mode="sum", per_sample_weights=weights)
+            elif s["kind"] == "conv":
+                x = self._conv_bags(s, x, batch, *op)
+                if l < self.num_layers - 1:
+                    x = _elu(x)
+        return x
+
+    @staticmethod
+    def _conv_bags(s: dict, x: torch.Tensor, batch: int, rows, weights, offsets, basis, bias) -> torch.Tensor:
+        p_in, p_out, k, c_in, c_out = s["in_points"], s["out_points"], s["basis"], s["in_ch"], s["out_ch"]
+        if s["bag_basis_first"]:
+            z = (x.reshape(p_in * batch, c_in) @ basis).view(p_in, batch, k, c_out)
+            z = z.transpose(1, 2).reshape(p_in * k, batch * c_out)  # a copy only when batch > 1
+            y = F.embedding_bag(rows, z, offsets, mode="sum", per_sample_weights=weights)
+            return (y.view(p_out * batch, c_out) + bias).view(p_out, batch * c_out)
+        y = F.embedding_bag(rows, x, offsets, mode="sum", per_sample_weights=weights)  # (P * K, B * in)
+        y = y.view(p_out, k, batch, c_in).transpose(1, 2).reshape(p_out * batch, k * c_in)
+        return torch.addmm(bias, y, basis).view(p_out, batch * c_out)
+
     def run(self, x: torch.Tensor, batch: int, start: int, stop: int, ops: list) -> torch.Tensor:
         """Layers [start, stop) on point-major activations (points, batch*channels); `ops` from `operators`."""
         for l, op in zip(range(start, stop), ops):
@@ -200,6 +317,11 @@ class MeshConvNet(nn.Module):
             elif kind == "pool":
                 x = self._pool(l, x, op)
         return x
+
+
+def _offsets(counts: torch.Tensor) -> torch.Tensor:
+    """Start of each bag in the flat row list, from the number of rows per bag."""
+    return torch.cumsum(counts, 0) - counts
 
 
 def _elu(x: torch.Tensor) -> torch.Tensor:
@@ -221,19 +343,22 @@ class _Half(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, P_in, C_in) -> (B, P_out, C_out)."""
-        ops = self.model.operators(self.start, self.stop)
+        net = self.model
         # Export and compile see one batch-agnostic graph; slicing is an eager-CPU detail.
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return self._run(x, ops)
-        step = self.model.cpu_slice
+            return self._run(x, net.operators(self.start, self.stop), net.run)
+        if x.device.type == "cpu" and not torch.is_grad_enabled() and x.dtype == net.dtype:
+            ops, run, step = net.bag_operators(self.start, self.stop), net.run_bags, net.bag_slice
+        else:
+            ops, run, step = net.operators(self.start, self.stop), net.run, net.cpu_slice
         if x.device.type == "cpu" and x.shape[0] > step:
-            return torch.cat([self._run(part, ops) for part in x.split(step)])
-        return self._run(x, ops)
+            return torch.cat([self._run(part, ops, run) for part in x.split(step)])
+        return self._run(x, ops, run)
 
-    def _run(self, x: torch.Tensor, ops: list) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, ops: list, run) -> torch.Tensor:
         batch, points, channels = x.shape
         x = x.transpose(0, 1).reshape(points, batch * channels)
-        y = self.model.run(x, batch, self.start, self.stop, ops)
+        y = run(x, batch, self.start, self.stop, ops)
         return y.view(y.shape[0], batch, -1).transpose(0, 1).contiguous()
 
 
