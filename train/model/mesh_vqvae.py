@@ -126,6 +126,8 @@ class MeshConvNet(nn.Module):
             valid_slots = int(mask.sum())
             bag_gather_first = valid_slots * basis * in_ch + out_points * basis * in_ch * out_ch
             bag_basis_first = in_points * in_ch * basis * out_ch + valid_slots * basis * out_ch
+            if kind != "identity":
+                self._register_bags(l, kind, ids, mask, basis, kind == "conv" and bag_basis_first < bag_gather_first)
             self.specs.append(
                 dict(
                     kind=kind,
@@ -236,6 +238,33 @@ class MeshConvNet(nn.Module):
             return [getattr(self, f"{n}{l}") for n in ("weights", "bias", "w_weights")]
         return [getattr(self, f"p_neighbors{l}")] if kind == "pool" else []
 
+    def _register_bags(self, l: int, kind: str, ids: torch.Tensor, mask: torch.Tensor, basis: int, basis_first: bool):
+        """The inference route's fixed operands of layer l, from the connection matrix alone: flat row ids
+        (padded slots left out), bag offsets, and where each row's weight sits in the layer's coefficient
+        tensor, so that deriving the weights is one `index_select` (no boolean mask, which would read
+        the mask back to the host)."""
+        valid = mask.numpy() > 0  # (P, M)
+        ids_np = ids.numpy()
+        p_out, m = valid.shape
+        counts = valid.sum(1)
+        if kind == "pool":  # bag p: rows nbr(p, m); weights from the (P, M) pooling weights
+            flat = np.flatnonzero(valid)
+            rows, take, per_bag = ids_np.reshape(-1)[flat], flat, counts
+        elif basis_first:  # bag p: rows (nbr(p, m), w) of x @ basis viewed as (P_in * K, out)
+            flat = np.flatnonzero(valid)[:, None]  # index of (p, m) in (P, M)
+            rows = (ids_np.reshape(-1)[flat] * basis + np.arange(basis)).reshape(-1)
+            take = (flat * basis + np.arange(basis)).reshape(-1)  # into w_weights (P, M, K)
+            per_bag = counts * basis
+        else:  # bag (p, w): rows nbr(p, m) of x, weights w_weights[p, m, w]
+            pi, wi, mi = np.nonzero(np.broadcast_to(valid[:, None, :], (p_out, basis, m)))
+            rows, take = ids_np[pi, mi], (pi * m + mi) * basis + wi
+            per_bag = np.repeat(counts, basis)
+        offsets = np.cumsum(per_bag) - per_bag
+        for name, value in (("rows", rows), ("take", take), ("offsets", offsets)):
+            self.register_buffer(
+                f"bag_{name}{l}", torch.from_numpy(np.ascontiguousarray(value, np.int64)), persistent=False
+            )
+
     @torch.no_grad()
     def _bag_operators(self, start: int, stop: int) -> list:
         ops = []
@@ -244,41 +273,18 @@ class MeshConvNet(nn.Module):
             if s["kind"] == "identity":
                 ops.append(None)
                 continue
-            ids = getattr(self, f"nbr{l}")  # slot-major for pool, point-major for conv (see __init__)
-            ids = ids.view(s["max_nbr"], -1).t() if s["kind"] == "pool" else ids.view(-1, s["max_nbr"])
-            valid = getattr(self, f"mask{l}") > 0  # (P, M)
+            rows, take, offsets = (getattr(self, f"bag_{n}{l}") for n in ("rows", "take", "offsets"))
             if s["kind"] == "pool":
-                counts = valid.sum(1)
-                ops.append((ids[valid], self.pool_weights(l)[valid], _offsets(counts)))
+                ops.append((rows, self.pool_weights(l).reshape(-1).index_select(0, take), offsets))
                 continue
             k, c_in, c_out = s["basis"], s["in_ch"], s["out_ch"]
-            coeff = getattr(self, f"w_weights{l}")  # (P, M, K)
+            weights = getattr(self, f"w_weights{l}").reshape(-1).index_select(0, take)
             basis = getattr(self, f"weights{l}").view(k, c_out, c_in)  # official channel o*in + i
-            counts = valid.sum(1)
             if s["bag_basis_first"]:
-                # Bag p: rows (nbr(p, m), w) of z = x @ basis viewed as (P_in * K, out).
-                rows = ids.unsqueeze(-1) * k + torch.arange(k)
-                ops.append(
-                    (
-                        rows[valid].reshape(-1),
-                        coeff[valid].reshape(-1),
-                        _offsets(counts * k),
-                        basis.permute(2, 0, 1).reshape(c_in, k * c_out),  # [i, (w, o)]
-                        getattr(self, f"bias{l}").detach(),
-                    )
-                )
+                basis = basis.permute(2, 0, 1).reshape(c_in, k * c_out)  # [i, (w, o)]
             else:
-                # Bag (p, w): rows nbr(p, m) of x; then one matmul with the stacked basis.
-                per_basis = valid.unsqueeze(1).expand(-1, k, -1)  # (P, K, M)
-                ops.append(
-                    (
-                        ids.unsqueeze(1).expand(-1, k, -1)[per_basis],
-                        coeff.transpose(1, 2)[per_basis],
-                        _offsets(counts.repeat_interleave(k)),
-                        basis.permute(0, 2, 1).reshape(k * c_in, c_out),  # [(w, i), o]
-                        getattr(self, f"bias{l}").detach(),
-                    )
-                )
+                basis = basis.permute(0, 2, 1).reshape(k * c_in, c_out)  # [(w, i), o]
+            ops.append((rows, weights, offsets, basis, getattr(self, f"bias{l}").detach()))
         return ops
 
     def run_bags(self, x: torch.Tensor, batch: int, start: int, stop: int, ops: list) -> torch.Tensor:
@@ -317,11 +323,6 @@ class MeshConvNet(nn.Module):
             elif kind == "pool":
                 x = self._pool(l, x, op)
         return x
-
-
-def _offsets(counts: torch.Tensor) -> torch.Tensor:
-    """Start of each bag in the flat row list, from the number of rows per bag."""
-    return torch.cumsum(counts, 0) - counts
 
 
 def _elu(x: torch.Tensor) -> torch.Tensor:
